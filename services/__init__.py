@@ -1,0 +1,1 @@
+"""refund-ledger: event-sourced services for government payment refunds."""

@@ -1,0 +1,201 @@
+"""The audit API: what MoF staff and the 19990 contact centre query.
+
+Bearer-token auth on every ``/api/v1`` route (401 without a valid token, 403
+for a role that may not), PII masked for roles that may not see it, times
+shown in Asia/Riyadh with their offset.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from services.kit.auth import InvalidToken, Principal, verify_token
+from services.kit.iban import bank_name, mask
+
+log = logging.getLogger(__name__)
+
+RIYADH = ZoneInfo("Asia/Riyadh")
+READ_ROLES = frozenset({"auditor", "agent", "admin"})
+FULL_PII_ROLES = frozenset({"auditor", "admin"})
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
+PERSON_PATTERN = r"^[12][0-9]{9}$"
+
+_bearer = HTTPBearer(auto_error=False)
+_UNAUTHORIZED = {401: {"description": "Missing, malformed, forged or expired bearer token"},
+                 403: {"description": "The token's role may not use this endpoint"},
+                 422: {"description": "A path or query parameter is malformed"}}
+
+
+def local(value: datetime | None) -> str | None:
+    """An aware time as RFC 3339 in Saudi time (the offset keeps it unambiguous)."""
+    return value.astimezone(RIYADH).isoformat() if value is not None else None
+
+
+class TimelineEntry(BaseModel):
+    type: str
+    source: str
+    origin_type: str | None
+    time: str
+    recorded_at: str
+    event_id: str
+
+
+class BankView(BaseModel):
+    code: str
+    name: str | None
+
+
+class PaymentCase(BaseModel):
+    payment_id: str
+    beneficiary_id: str
+    payer_id: str
+    payer_iban: str
+    third_party_payer: bool
+    agency: str
+    service_code: str
+    amount: int
+    currency: str
+    channel: str
+    bank: BankView
+    paid_at: str
+    recorded_at: str
+    acknowledged_at: str | None
+    refund_state: str
+    refunded_at: str | None
+    timeline: list[TimelineEntry]
+
+
+class BalanceLine(BaseModel):
+    agency: str
+    service_code: str
+    credited: int
+    charged: int
+    held: int
+    refunded: int
+    available: int
+    updated_at: str
+
+
+class Balances(BaseModel):
+    beneficiary_id: str
+    balances: list[BalanceLine]
+
+
+def authenticated(secret: str):
+    async def principal(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
+        try:
+            return verify_token(secret, credentials.credentials)
+        except InvalidToken as error:
+            raise HTTPException(401, f"invalid token: {error}",
+                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+    return principal
+
+
+def require(roles: frozenset[str], secret: str):
+    principal_of = authenticated(secret)
+
+    async def check(principal: Annotated[Principal, Depends(principal_of)]) -> Principal:
+        if principal.role not in roles:
+            raise HTTPException(403, f"role {principal.role!r} may not use this endpoint")
+        return principal
+    return check
+
+
+def _pii(value: str, principal: Principal) -> str:
+    return value if principal.role in FULL_PII_ROLES else (mask(value) or "")
+
+
+def _timeline(rows: list[asyncpg.Record]) -> list[TimelineEntry]:
+    return [TimelineEntry(type=r["type"], source=r["origin_source"] or r["source"], origin_type=r["origin_type"],
+                          time=local(r["occurred_at"]), recorded_at=local(r["recorded_at"]),
+                          event_id=r["event_id"]) for r in rows]
+
+
+def create_router(pool_of: Any, secret: str) -> APIRouter:
+    """The ``/api/v1`` routes; ``pool_of()`` returns the asyncpg pool once it exists."""
+    router = APIRouter(prefix="/api/v1", responses=_UNAUTHORIZED)
+    reader = require(READ_ROLES, secret)
+
+    async def pool() -> asyncpg.Pool:
+        current = pool_of()
+        if current is None:
+            raise HTTPException(503, "the read model is not connected yet")
+        return current
+
+    @router.get("/payments/{payment_id}", response_model=PaymentCase, tags=["cases"],
+                responses={404: {"description": "No such payment"}})
+    async def payment_case(
+        payment_id: Annotated[str, Path(pattern=ID_PATTERN)],
+        principal: Annotated[Principal, Depends(reader)],
+        db: Annotated[asyncpg.Pool, Depends(pool)],
+    ) -> PaymentCase:
+        """The payment and everything that followed it, with the full timeline."""
+        async with db.acquire() as conn:
+            row = await conn.fetchrow("SELECT * FROM audit.payments WHERE payment_id = $1", payment_id)
+            if row is None:
+                raise HTTPException(404, f"payment {payment_id} is not in the ledger")
+            events = await conn.fetch(
+                "SELECT event_id, type, source, origin_source, origin_type, occurred_at, recorded_at "
+                "FROM audit.ledger_events WHERE payment_id = $1 ORDER BY occurred_at, recorded_at, event_id",
+                payment_id)
+        return PaymentCase(
+            payment_id=row["payment_id"], beneficiary_id=_pii(row["beneficiary_id"], principal),
+            payer_id=_pii(row["payer_id"], principal), payer_iban=_pii(row["payer_iban"], principal),
+            third_party_payer=row["third_party_payer"], agency=row["agency"],
+            service_code=row["service_code"], amount=row["amount"], currency=row["currency"],
+            channel=row["channel"], bank=BankView(code=row["bank_code"], name=bank_name(row["payer_iban"])),
+            paid_at=local(row["paid_at"]), recorded_at=local(row["recorded_at"]),
+            acknowledged_at=local(row["acknowledged_at"]), refund_state=row["refund_state"],
+            refunded_at=local(row["refunded_at"]), timeline=_timeline(events),
+        )
+
+    @router.get("/beneficiaries/{beneficiary_id}/balances", response_model=Balances, tags=["balances"])
+    async def beneficiary_balances(
+        beneficiary_id: Annotated[str, Path(pattern=PERSON_PATTERN)],
+        principal: Annotated[Principal, Depends(reader)],
+        db: Annotated[asyncpg.Pool, Depends(pool)],
+    ) -> Balances:
+        """Per agency and service: credited, charged, held, refunded, available (halalas)."""
+        async with db.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM audit.balances WHERE beneficiary_id = $1 ORDER BY agency, service_code",
+                beneficiary_id)
+        return Balances(
+            beneficiary_id=_pii(beneficiary_id, principal),
+            balances=[BalanceLine(agency=r["agency"], service_code=r["service_code"], credited=r["credited"],
+                                  charged=r["charged"], held=r["held"], refunded=r["refunded"],
+                                  available=r["available"], updated_at=local(r["updated_at"]))
+                      for r in rows],
+        )
+
+    return router
+
+
+def create_api(pool_of: Any, secret: str, health_routes) -> FastAPI:
+    api = FastAPI(
+        title="refund-ledger audit API",
+        version="1",
+        description="One record of every government payment, visa cancellation and refund, "
+                    "for MoF staff and the 19990 contact centre.",
+        docs_url="/docs", redoc_url=None,
+    )
+
+    @api.exception_handler(Exception)
+    async def no_stack_traces(_: Request, error: Exception):  # never leak internals
+        log.exception("unhandled error in audit API")
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    health_routes(api)
+    api.include_router(create_router(pool_of, secret))
+    return api

@@ -1,0 +1,82 @@
+-- The audit read model. Everything here can be rebuilt from the ledger topics
+-- (and those from the services' event stores): no table is a source of truth.
+CREATE SCHEMA IF NOT EXISTS audit;
+
+-- Every ledger event ever projected: the timeline, and the idempotency key.
+CREATE TABLE IF NOT EXISTS audit.ledger_events (
+    event_id       text PRIMARY KEY,          -- outbound CloudEvent id: <aggregate>:<version>
+    topic          text NOT NULL,
+    type           text NOT NULL,
+    source         text NOT NULL,             -- the ledger service that published it
+    origin_source  text,                      -- who told the ledger (bank/80, nic, musaned, ...)
+    origin_id      text,
+    origin_type    text,
+    subject        text,
+    beneficiary_id text,
+    payment_id     text,
+    occurred_at    timestamptz NOT NULL,      -- when it happened
+    recorded_at    timestamptz NOT NULL,      -- when the ledger recorded it
+    projected_at   timestamptz NOT NULL DEFAULT now(),
+    data           jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_events_payment ON audit.ledger_events (payment_id, occurred_at)
+    WHERE payment_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ledger_events_beneficiary ON audit.ledger_events (beneficiary_id, occurred_at)
+    WHERE beneficiary_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS audit.payments (
+    payment_id        text PRIMARY KEY,
+    beneficiary_id    text NOT NULL,
+    payer_id          text NOT NULL,
+    payer_iban        text NOT NULL,
+    agency            text NOT NULL,
+    service_code      text NOT NULL,
+    amount            bigint NOT NULL CHECK (amount > 0),
+    currency          text NOT NULL,
+    channel           text NOT NULL,
+    bank_code         text NOT NULL,
+    third_party_payer boolean NOT NULL,
+    paid_at           timestamptz NOT NULL,
+    recorded_at       timestamptz NOT NULL,
+    acknowledged_at   timestamptz,
+    refund_state      text NOT NULL DEFAULT 'NONE',
+    refunded_at       timestamptz,
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS payments_beneficiary ON audit.payments (beneficiary_id, paid_at DESC);
+
+CREATE TABLE IF NOT EXISTS audit.balances (
+    beneficiary_id text NOT NULL,
+    agency         text NOT NULL,
+    service_code   text NOT NULL,
+    credited       bigint NOT NULL,
+    charged        bigint NOT NULL,
+    held           bigint NOT NULL,
+    refunded       bigint NOT NULL,
+    available      bigint NOT NULL CHECK (available >= 0),
+    version        integer NOT NULL,          -- the balance aggregate's version: newest wins
+    updated_at     timestamptz NOT NULL,
+    PRIMARY KEY (beneficiary_id, agency, service_code)
+);
+
+CREATE TABLE IF NOT EXISTS audit.rejections (
+    event_id     text PRIMARY KEY,
+    rejected_by  text NOT NULL,
+    reason_code  text NOT NULL,
+    reason       text NOT NULL,
+    topic        text NOT NULL,
+    kafka_partition integer NOT NULL,
+    kafka_offset bigint NOT NULL,
+    original_event_id text,
+    original_source   text,
+    original_type     text,
+    rejected_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rejections_time ON audit.rejections (rejected_at DESC);
+
+-- Ledger messages the projection could not read: kept, never dropped.
+CREATE TABLE IF NOT EXISTS audit.projection_errors (
+    topic text NOT NULL, kafka_partition integer NOT NULL, kafka_offset bigint NOT NULL,
+    error text NOT NULL, raw bytea, at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (topic, kafka_partition, kafka_offset)
+);

@@ -1,0 +1,109 @@
+"""Audit service wiring: ledger topics -> projections (asyncpg); the API and
+the operational routes served from the same Faust worker on AUDIT_API_PORT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlsplit
+
+import asyncpg
+import faust
+from faust.contrib.asgi import serve_asgi
+
+from services.audit.api import create_api
+from services.audit.projections import LEDGER_TOPICS, Projection, create_schema
+from services.kit.kafka import ensure_topics
+from services.kit.runtime import create_faust_app, raw_message
+from services.kit.settings import Settings
+from services.kit.web import Health, add_operational_routes, add_request_metrics
+
+log = logging.getLogger(__name__)
+
+
+class AuditRuntime:
+    """The asyncpg pool and projection of one audit worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool: asyncpg.Pool | None = None
+        self.projection: Projection | None = None
+        self.ready = asyncio.Event()
+        self.health = Health()
+        self.health.set_problem("startup", "starting")
+
+    async def start(self) -> None:
+        delay = 0.2
+        while self.pool is None:
+            try:
+                pool = await asyncpg.create_pool(self.settings.database_url, min_size=2, max_size=10,
+                                                 command_timeout=30)
+                await create_schema(pool)
+                self.pool = pool
+            except (OSError, asyncpg.PostgresError) as error:
+                self.health.set_problem("database", f"connecting: {error}"[:300])
+                log.warning("database not reachable; retrying", extra={"error": str(error)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+        self.health.set_problem("database", None)
+        self.projection = Projection(self.pool, self.settings.topic_prefix)
+        self.health.add_check("database", self._ping_database)
+        self.health.add_check("broker", self._ping_broker)
+        self.health.set_problem("startup", None)
+        self.ready.set()
+
+    async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def _ping_database(self) -> None:
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def _ping_broker(self) -> None:
+        first = self.settings.kafka_bootstrap_servers.split(",")[0].strip()
+        parts = urlsplit(f"//{first}")
+        _, writer = await asyncio.open_connection(parts.hostname, parts.port or 9092)
+        writer.close()
+        await writer.wait_closed()
+
+    async def apply(self, messages) -> int:
+        await self.ready.wait()
+        assert self.projection is not None
+        delay = 0.2
+        while True:
+            try:
+                applied = await self.projection.apply(messages)
+                self.health.set_problem("projection", None)
+                return applied
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
+                self.health.set_problem("projection", f"retrying: {error}"[:300])
+                log.warning("projection failed; retrying", extra={"error": str(error)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+
+def build_worker(settings: Settings) -> tuple[faust.App, AuditRuntime]:
+    settings.require("database_url", "audit_api_secret")
+    app = create_faust_app("audit", settings.with_(web_port=settings.audit_api_port,
+                                                   web_host=settings.audit_api_host))
+    runtime = AuditRuntime(settings)
+    topic = app.topic(*(settings.topic(t) for t in LEDGER_TOPICS), key_serializer="raw",
+                      value_serializer="raw", partitions=settings.topic_partitions)
+
+    @app.agent(topic, name="audit.project_ledger_events")
+    async def project_ledger_events(stream) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within):
+            await runtime.apply([raw_message(event) for event in events])
+
+    @app.task
+    async def start_read_model() -> None:
+        await ensure_topics(settings)
+        await runtime.start()
+
+    api = create_api(lambda: runtime.pool, settings.audit_api_secret,
+                     lambda target: add_operational_routes(target, runtime.health))
+    add_request_metrics(api)
+    serve_asgi(app, api, host=settings.audit_api_host, port=settings.audit_api_port, log_level="warning")
+    return app, runtime

@@ -1,0 +1,51 @@
+"""``refund-ledger check-event``: validate partner events exactly as the services do."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from services.kit.envelope import RawMessage, Rejected, SchemaRegistry, parse, resolve_schemas_dir
+from services.kit.settings import Settings
+
+#: Which inbound types each topic accepts (the services' handler tables agree; a test checks it).
+TOPIC_TYPES: dict[str, frozenset[str]] = {
+    "payments": frozenset({"payment.recorded", "payment.acknowledged", "fee.charged"}),
+    "visas": frozenset({"visa.issued", "visa.status_changed"}),
+    "cancellations": frozenset({"visa.cancellation_requested", "visa.cancellation_accepted"}),
+    "refund-requests": frozenset({"refund.requested"}),
+    "bank-returns": frozenset({"refund.completed", "refund.failed"}),
+}
+
+
+def check_lines(lines, registry: SchemaRegistry, topic: str | None) -> list[tuple[int, str, str]]:
+    """(line number, verdict, reason) per non-blank line; verdict is 'accepted' or a reason code."""
+    accepted = TOPIC_TYPES[topic] if topic else frozenset().union(*TOPIC_TYPES.values())
+    results = []
+    for number, line in enumerate(lines, start=1):
+        raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogateescape")
+        raw = raw.rstrip(b"\r\n")
+        if not raw.strip():
+            continue
+        message = RawMessage(topic=topic or "(any)", partition=0, offset=number, key=None, value=raw)
+        try:
+            envelope = parse(message, registry, accepted)
+        except Rejected as rejected:
+            results.append((number, rejected.reason_code, rejected.reason))
+        else:
+            results.append((number, "accepted", f"{envelope.type} {envelope.id}"))
+    return results
+
+
+def check_events(settings: Settings, file: str, topic: str | None) -> int:
+    if topic is not None and topic not in TOPIC_TYPES:
+        raise ValueError(f"unknown topic {topic!r}; inbound topics are {', '.join(TOPIC_TYPES)}")
+    registry = SchemaRegistry(resolve_schemas_dir(settings))
+    stream = sys.stdin.buffer if file == "-" else Path(file).open("rb")
+    with stream:
+        results = check_lines(stream, registry, topic)
+    for number, verdict, reason in results:
+        print(f"{number}: {verdict}" + ("" if verdict == "accepted" else f" - {reason}"))
+    rejected = sum(1 for _, verdict, _ in results if verdict != "accepted")
+    print(f"{len(results) - rejected} accepted, {rejected} rejected", file=sys.stderr)
+    return 1 if rejected else 0

@@ -1,0 +1,161 @@
+"""``refund-ledger simulate``: realistic partner traffic, reproducible by seed.
+
+The scenario is what banks, SADAD and NIC send: payments (from the
+beneficiary's own account or, sometimes, a third party's), NIC
+acknowledgements (most within minutes, a few never: "payment not
+reflected"), and service fees charged against the balance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from schwifty import IBAN
+
+from services.kit.kafka import Publisher, Record, ensure_topics
+from services.kit.settings import Settings
+
+BANK_CODES = ("10", "15", "20", "30", "45", "55", "60", "65", "80", "05")
+PAYMENT_CHANNELS = ("SADAD_ONLINE", "SADAD_ONLINE", "SADAD_ONLINE", "SADAD_ATM", "SADAD_BRANCH")
+SERVICES = (("JAWAZAT", "PASSPORT_ISSUE", 30000), ("JAWAZAT", "EXIT_REENTRY", 20000),
+            ("JAWAZAT", "IQAMA_RENEWAL", 65000), ("MOI", "TRAFFIC_FINE", 15000),
+            ("MOI", "DRIVING_LICENCE", 40000))
+
+
+def cloudevent(*, source: str, event_type: str, time_: datetime, data: dict, event_id: str | None = None) -> bytes:
+    return json.dumps({
+        "specversion": "1.0", "id": event_id or str(uuid.uuid4()), "source": source, "type": event_type,
+        "time": time_.isoformat(), "datacontenttype": "application/json", "data": data,
+    }, ensure_ascii=False).encode()
+
+
+def person_id(rng: random.Random) -> str:
+    return rng.choice("12") + "".join(rng.choice("0123456789") for _ in range(9))
+
+
+def saudi_iban(rng: random.Random) -> str:
+    account = "".join(rng.choice("0123456789") for _ in range(18))
+    return IBAN.generate("SA", bank_code=rng.choice(BANK_CODES), account_code=account).compact
+
+
+@dataclass
+class Scenario:
+    """An endless, seeded stream of partner events as (topic, key, value)."""
+
+    seed: int | None = None
+    third_party_share: float = 0.08
+    unreflected_share: float = 0.03
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self._people: list[tuple[str, str]] = []
+        self._paid: list[tuple[str, str, str, int]] = []
+
+    def _person(self) -> tuple[str, str]:
+        if self._people and self.rng.random() < 0.3:
+            return self.rng.choice(self._people)
+        person = (person_id(self.rng), saudi_iban(self.rng))
+        self._people.append(person)
+        if len(self._people) > 5000:
+            self._people.pop(0)
+        return person
+
+    def events(self, start: datetime | None = None) -> Iterator[Record]:
+        now = start or datetime.now(timezone.utc)
+        counter = 0
+        while True:
+            counter += 1
+            now += timedelta(seconds=self.rng.uniform(0.05, 2))
+            beneficiary, iban = self._person()
+            payer, payer_iban = (beneficiary, iban)
+            if self.rng.random() < self.third_party_share:
+                payer, payer_iban = self._person()
+            agency, service, fee = self.rng.choice(SERVICES)
+            amount = fee * self.rng.choice((1, 1, 1, 2, 3))
+            payment_id = f"PAY-{self.seed or 0}-{counter:09d}"
+            bank = payer_iban[4:6]
+            yield Record("payments", beneficiary.encode(), cloudevent(
+                source=f"bank/{bank}", event_type="payment.recorded", time_=now, data={
+                    "payment_id": payment_id, "beneficiary_id": beneficiary, "payer_id": payer,
+                    "payer_iban": payer_iban, "agency": agency, "service_code": service,
+                    "amount": amount, "currency": "SAR", "channel": self.rng.choice(PAYMENT_CHANNELS),
+                    "paid_at": now.isoformat()}))
+            if self.rng.random() >= self.unreflected_share:
+                acknowledged = now + timedelta(seconds=self.rng.uniform(1, 600))
+                yield Record("payments", beneficiary.encode(), cloudevent(
+                    source="nic", event_type="payment.acknowledged", time_=acknowledged, data={
+                        "payment_id": payment_id, "acknowledged_at": acknowledged.isoformat()}))
+            if self.rng.random() < 0.5:
+                charged = now + timedelta(minutes=self.rng.uniform(1, 60))
+                yield Record("payments", beneficiary.encode(), cloudevent(
+                    source=agency.lower(), event_type="fee.charged", time_=charged, data={
+                        "charge_id": f"CHG-{payment_id}", "beneficiary_id": beneficiary, "agency": agency,
+                        "service_code": service, "amount": fee, "charged_at": charged.isoformat()}))
+
+
+async def publish(settings: Settings, *, rate: float, duration: float | None = None, count: int | None = None,
+                  seed: int | None = None, stop: threading.Event | None = None, progress=None) -> int:
+    """Publish scenario traffic at ``rate`` events/s; return how many were sent."""
+    await ensure_topics(settings)
+    publisher = Publisher(settings)
+    await publisher.start()
+    sent = 0
+    started = time.monotonic()
+    batch: list[Record] = []
+
+    async def flush() -> None:
+        await publisher.publish(batch)
+        if progress is not None:
+            progress.update(len(batch))
+        batch.clear()
+
+    try:
+        for record in Scenario(seed=seed).events():
+            if stop is not None and stop.is_set():
+                break
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+            if count is not None and sent >= count:
+                break
+            batch.append(record)
+            sent += 1
+            ahead = sent / rate - (time.monotonic() - started) if rate > 0 else 0.0
+            if ahead > 0 or len(batch) >= 500:
+                await flush()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        if batch:
+            await flush()
+    finally:
+        await publisher.stop()
+    return sent
+
+
+def simulate_command(settings: Settings, *, rate: float, duration: float | None, count: int | None,
+                     seed: int | None, progress: bool) -> int:
+    settings.require("kafka_bootstrap_servers")
+    if duration is None and count is None:
+        raise ValueError("give --duration or --count")
+    from tqdm import tqdm
+
+    with tqdm(total=count, unit="event", disable=not progress) as bar:
+        sent = asyncio.run(publish(settings, rate=rate, duration=duration, count=count, seed=seed,
+                                   progress=bar))
+    print(f"published {sent} events to {settings.kafka_bootstrap_servers}")
+    return 0
+
+
+def run_in_thread(settings: Settings, *, rate: float, stop: threading.Event) -> threading.Thread:
+    """Demo traffic for ``up``, until ``stop`` is set."""
+    thread = threading.Thread(target=lambda: asyncio.run(publish(settings, rate=rate, stop=stop)),
+                              name="demo-traffic", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,52 @@
+"""Bearer tokens for the audit API: HS256 JWTs signed with ``AUDIT_API_SECRET``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import jwt
+
+ISSUER = "refund-ledger"
+ROLES = ("auditor", "agent", "jawazat", "admin")
+MIN_SECRET_BYTES = 32
+
+
+class InvalidToken(Exception):
+    """Raised when a bearer token is missing, malformed, forged or expired."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    role: str
+    expires_at: datetime
+
+
+def _check_secret(secret: str) -> None:
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"AUDIT_API_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+
+
+def issue_token(secret: str, role: str, subject: str, ttl_seconds: int,
+                now: datetime | None = None) -> str:
+    _check_secret(secret)
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    now = now or datetime.now(timezone.utc)
+    claims = {"iss": ISSUER, "sub": subject, "role": role, "iat": now,
+              "exp": now + timedelta(seconds=ttl_seconds)}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def verify_token(secret: str, token: str) -> Principal:
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=ISSUER,
+                            options={"require": ["exp", "iat", "sub", "iss"]})
+    except jwt.PyJWTError as error:
+        raise InvalidToken(str(error)) from None
+    role = claims.get("role")
+    if role not in ROLES:
+        raise InvalidToken(f"unknown role {role!r}")
+    return Principal(subject=str(claims["sub"]), role=role,
+                     expires_at=datetime.fromtimestamp(claims["exp"], timezone.utc))

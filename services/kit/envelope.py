@@ -1,0 +1,193 @@
+"""CloudEvents in and out: parse and validate inbound messages, write outbound ones.
+
+Inbound messages are CloudEvents 1.0 in structured JSON mode. ``parse`` turns
+raw Kafka bytes into an :class:`Envelope` or raises :class:`Rejected` with a
+machine-readable reason code. The envelope is checked against
+``schemas/cloudevent.json`` and its ``data`` against ``schemas/events/<type>.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import fastjsonschema
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+
+from services.kit.errors import Rejected
+from services.kit.iban import check_saudi_iban
+
+__all__ = ["Envelope", "RawMessage", "Rejected", "SchemaRegistry", "parse", "write"]
+
+MAX_MESSAGE_BYTES = 256 * 1024
+CONTENT_TYPE = "application/cloudevents+json"
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One Kafka record as consumed, before any parsing."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """An inbound CloudEvent that passed envelope and schema validation."""
+
+    id: str
+    source: str
+    type: str
+    time: datetime
+    data: dict[str, Any]
+    subject: str | None
+    extensions: dict[str, Any]
+    raw: RawMessage
+    digest: str
+
+    @property
+    def origin(self) -> dict[str, str]:
+        """Where a ledger fact came from: this inbound CloudEvent."""
+        return {"source": self.source, "id": self.id, "type": self.type}
+
+    def at(self, field_name: str) -> datetime:
+        """A timezone-aware time field of ``data`` (schema guarantees the offset)."""
+        return parse_time(self.data[field_name])
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an RFC 3339 time with offset into an aware UTC datetime."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"time {value!r} has no UTC offset")
+    return parsed.astimezone(timezone.utc)
+
+
+def content_digest(event_type: str, data: Any) -> str:
+    canonical = json.dumps([event_type, data], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _first_error(exc: fastjsonschema.JsonSchemaValueException) -> str:
+    path = exc.name.replace("data.", "", 1) if exc.name != "data" else "(root)"
+    return f"{path}: {exc.message.replace(exc.name + ' ', '', 1)}"
+
+
+class SchemaRegistry:
+    """Compiled JSON Schemas for the envelope and every event type in ``schemas/``."""
+
+    def __init__(self, schemas_dir: Path) -> None:
+        self.schemas_dir = schemas_dir
+        self._envelope = fastjsonschema.compile(self._load(schemas_dir / "cloudevent.json"))
+        self.documents: dict[str, dict[str, Any]] = {}
+        self._validators: dict[str, Callable[[Any], Any]] = {}
+        for path in sorted((schemas_dir / "events").glob("*.json")):
+            event_type = path.name.removesuffix(".json")
+            document = self._load(path)
+            self.documents[event_type] = document
+            self._validators[event_type] = fastjsonschema.compile(document)
+
+    @staticmethod
+    def _load(path: Path) -> dict[str, Any]:
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    @property
+    def types(self) -> frozenset[str]:
+        return frozenset(self._validators)
+
+    def validate_envelope(self, attributes: Any) -> None:
+        try:
+            self._envelope(attributes)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise Rejected("invalid_envelope", f"CloudEvent envelope {_first_error(exc)}") from None
+
+    def validate_data(self, event_type: str, data: Any) -> None:
+        validator = self._validators.get(event_type)
+        if validator is None:
+            raise Rejected("unknown_type", f"no schema for event type {event_type!r}")
+        try:
+            validator(data)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise Rejected("schema_violation", f"{event_type} data {_first_error(exc)}") from None
+
+
+def resolve_schemas_dir(settings) -> Path:
+    """``SCHEMAS_DIR`` if set, else the repository's ``schemas/``."""
+    if settings.schemas_dir:
+        return Path(settings.schemas_dir)
+    return Path(__file__).resolve().parents[2] / "schemas"
+
+
+def parse(raw: RawMessage, registry: SchemaRegistry, accepted_types: frozenset[str]) -> Envelope:
+    """Turn a raw Kafka record into a validated :class:`Envelope`."""
+    value = raw.value
+    if value is None or len(value) == 0:
+        raise Rejected("empty_message", "the message has no value")
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise Rejected("oversized_payload", f"message is {len(value)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected("invalid_utf8", f"message is not UTF-8 (byte {exc.start})") from None
+    try:
+        attributes = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Rejected("malformed_json", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(attributes, dict):
+        raise Rejected("invalid_envelope", "a CloudEvent must be a JSON object")
+    registry.validate_envelope(attributes)
+    event_type = attributes["type"]
+    if event_type not in registry.types:
+        raise Rejected("unknown_type", f"unknown event type {event_type!r}")
+    if event_type not in accepted_types:
+        raise Rejected("wrong_topic", f"event type {event_type!r} is not accepted on topic {raw.topic!r}")
+    data = attributes["data"]
+    registry.validate_data(event_type, data)
+    for name, value in data.items():
+        if name.endswith("iban"):
+            data[name] = check_saudi_iban(value, name)
+    try:
+        time = parse_time(attributes["time"])
+    except ValueError as exc:
+        raise Rejected("invalid_time", str(exc)) from None
+    core = {"specversion", "id", "source", "type", "time", "data", "subject", "datacontenttype", "dataschema"}
+    return Envelope(
+        id=attributes["id"],
+        source=attributes["source"],
+        type=event_type,
+        time=time,
+        data=data,
+        subject=attributes.get("subject"),
+        extensions={k: v for k, v in attributes.items() if k not in core},
+        raw=raw,
+        digest=content_digest(event_type, data),
+    )
+
+
+_FORMAT = JSONFormat()
+
+
+def write(*, event_id: str, source: str, event_type: str, time: datetime, data: dict[str, Any],
+          subject: str | None = None, extensions: dict[str, Any] | None = None) -> bytes:
+    """Serialise an outbound CloudEvent in structured JSON mode (CloudEvents SDK)."""
+    attributes: dict[str, Any] = {
+        "id": event_id,
+        "source": source,
+        "type": event_type,
+        "specversion": "1.0",
+        "time": time.astimezone(timezone.utc),
+        "datacontenttype": "application/json",
+    }
+    if subject:
+        attributes["subject"] = subject
+    attributes.update(extensions or {})
+    return _FORMAT.write(CloudEvent(attributes, data))

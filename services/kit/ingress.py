@@ -1,0 +1,278 @@
+"""Tracked, batched ingress: Kafka records in, domain events out, effectively once.
+
+One batch of records is applied in one database transaction together with
+the Kafka position of every partition in it and the CloudEvent ids it
+applied. A record whose position is already recorded is skipped; a CloudEvent
+whose ``(source, id)`` was already applied is a duplicate (same content) or a
+conflict (different content, rejected). Every failure of a single record
+becomes a :class:`~services.kit.rejections.Rejection` saved in the same
+transaction; the rest of the batch still applies.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+from uuid import UUID
+
+import psycopg
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from services.kit import metrics
+from services.kit.envelope import Envelope, RawMessage, Rejected, SchemaRegistry, parse
+from services.kit.rejections import Rejection, encode_bytes
+from services.kit.store import IngressId, LedgerApplication, kafka_tracking
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+class UnitOfWork:
+    """The aggregates one batch loads and changes, with a savepoint per message.
+
+    A message that fails half-way is rolled back to its savepoint, so nothing
+    it did reaches the store while the rest of the batch still does.
+    """
+
+    def __init__(self, app: LedgerApplication) -> None:
+        self._repository = app.repository
+        self._aggregates: dict[UUID, Aggregate] = {}
+        self._savepoint: dict[UUID, tuple[Aggregate | None, int]] = {}
+
+    def get(self, aggregate_id: UUID) -> Any:
+        """The aggregate with this id as the batch sees it, or None."""
+        aggregate = self._aggregates.get(aggregate_id)
+        if aggregate is None:
+            try:
+                aggregate = self._repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                return None
+            self._aggregates[aggregate_id] = aggregate
+        self._remember(aggregate_id)
+        return aggregate
+
+    def add(self, aggregate: Aggregate) -> None:
+        """A new aggregate created by the current message."""
+        self._remember(aggregate.id)
+        self._aggregates[aggregate.id] = aggregate
+
+    def _remember(self, aggregate_id: UUID) -> None:
+        if aggregate_id in self._savepoint:
+            return
+        current = self._aggregates.get(aggregate_id)
+        if current is None:
+            self._savepoint[aggregate_id] = (None, 0)
+            return
+        pending = current._pending_events  # noqa: SLF001 - copied without its pending list
+        current._pending_events = []  # noqa: SLF001
+        try:
+            state = copy.deepcopy(current)
+        finally:
+            current._pending_events = pending  # noqa: SLF001
+        self._savepoint[aggregate_id] = (state, len(pending))
+
+    def begin(self) -> None:
+        self._savepoint.clear()
+
+    def rollback(self) -> None:
+        for aggregate_id, (state, n_pending) in self._savepoint.items():
+            if state is None:
+                self._aggregates.pop(aggregate_id, None)
+                continue
+            state._pending_events = self._aggregates[aggregate_id]._pending_events[:n_pending]  # noqa: SLF001
+            self._aggregates[aggregate_id] = state
+        self._savepoint.clear()
+
+    @property
+    def aggregates(self) -> list[Aggregate]:
+        return list(self._aggregates.values())
+
+
+class Handler(Protocol):
+    """What a service provides: apply one validated event to its domain."""
+
+    def __call__(self, uow: UnitOfWork, envelope: Envelope) -> None: ...
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did, for metrics, logs and tests."""
+
+    consumed: int = 0
+    applied: int = 0
+    skipped_offsets: int = 0
+    duplicates: int = 0
+    rejected: Tally = field(default_factory=Tally)
+    notification_ids: Sequence[int] = ()
+
+
+@dataclass
+class Ingress:
+    """Applies batches of raw Kafka records to one service's application."""
+
+    app: LedgerApplication
+    service: str
+    registry: SchemaRegistry
+    handlers: dict[str, Handler]
+    rejectable: tuple[type[Exception], ...] = ()
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    _positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
+
+    @property
+    def accepted_types(self) -> frozenset[str]:
+        return frozenset(self.handlers)
+
+    def apply(self, messages: Sequence[RawMessage]) -> BatchOutcome:
+        """Apply one batch (blocking; run it in the kit's executor)."""
+        started = time.perf_counter()
+        for attempt in range(1, 4):
+            try:
+                outcome = self._apply_once(messages)
+                break
+            except IntegrityError:
+                # Another writer got there first (e.g. after a rebalance): forget
+                # what we cached and try again; already-applied records are skipped.
+                metrics.INGRESS_RETRIES.labels("conflict").inc()
+                log.warning("batch conflicted with stored state; retrying", extra={"attempt": attempt})
+                self.forget_cached_state()
+        else:
+            raise RuntimeError("batch kept conflicting with stored state after 3 attempts")
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(messages))
+        return outcome
+
+    def forget_cached_state(self) -> None:
+        self._positions.clear()
+        cache = self.app.repository.cache
+        if cache is not None:
+            cache.clear()
+
+    def _last_offset(self, topic: str, partition: int) -> int:
+        key = (topic, partition)
+        if key not in self._positions:
+            stored = self.app.tracked_offset(topic, partition)
+            self._positions[key] = -1 if stored is None else stored
+        return self._positions[key]
+
+    def _apply_once(self, messages: Sequence[RawMessage]) -> BatchOutcome:
+        outcome = BatchOutcome(consumed=len(messages))
+        fresh: list[RawMessage] = []
+        for message in messages:
+            metrics.EVENTS_CONSUMED.labels(message.topic).inc()
+            if message.offset <= self._last_offset(message.topic, message.partition):
+                outcome.skipped_offsets += 1
+                metrics.EVENTS_DUPLICATE.labels(message.topic, "offset").inc()
+            else:
+                fresh.append(message)
+        if not fresh:
+            return outcome
+
+        parsed: list[Envelope | Rejected] = []
+        for message in fresh:
+            try:
+                parsed.append(parse(message, self.registry, self.accepted_types))
+            except Rejected as rejected:
+                parsed.append(rejected)
+        seen = self.app.ingress_recorder.seen_digests(
+            (p.source, p.id) for p in parsed if isinstance(p, Envelope))
+
+        uow = UnitOfWork(self.app)
+        rejections: list[Rejection] = []
+        ingress_ids: list[IngressId] = []
+        lags: list[tuple[str, datetime]] = []
+        applied_types: Tally = Tally()
+        for message, item in zip(fresh, parsed, strict=True):
+            if isinstance(item, Rejected):
+                rejections.append(self._rejection(message, item, None))
+                continue
+            key = (item.source, item.id)
+            if key in seen:
+                if seen[key] == item.digest:
+                    outcome.duplicates += 1
+                    metrics.EVENTS_DUPLICATE.labels(message.topic, "event_id").inc()
+                else:
+                    rejections.append(self._rejection(message, Rejected(
+                        "duplicate_id_conflict",
+                        f"CloudEvent id {item.id!r} from {item.source!r} was already applied "
+                        "with different content"), item))
+                continue
+            uow.begin()
+            try:
+                self.handlers[item.type](uow, item)
+            except Rejected as rejected:
+                uow.rollback()
+                rejections.append(self._rejection(message, rejected, item))
+                continue
+            except self.rejectable as error:
+                uow.rollback()
+                reason_code = getattr(error, "reason_code", "business_rule")
+                reason = str(error) or (type(error).__doc__ or reason_code).strip()
+                rejections.append(self._rejection(message, Rejected(reason_code, reason), item))
+                continue
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as error:  # a bug must not stall the partition: reject, log, count
+                uow.rollback()
+                log.exception("handler failed", extra={"type": item.type, "event_id": item.id})
+                rejections.append(self._rejection(
+                    message, Rejected("internal_error", f"{type(error).__name__} while applying"), item))
+                continue
+            seen[key] = item.digest
+            ingress_ids.append(IngressId(item.source, item.id, item.digest, message.topic,
+                                         message.partition, message.offset))
+            applied_types[(message.topic, item.type)] += 1
+            lags.append((message.topic, item.time))
+
+        last: dict[tuple[str, int], int] = {}
+        for message in fresh:
+            last[(message.topic, message.partition)] = max(
+                message.offset, last.get((message.topic, message.partition), -1))
+        recordings = self.app.save(
+            *uow.aggregates, *rejections,
+            trackings=[kafka_tracking(t, p, o) for (t, p), o in last.items()],
+            ingress_ids=ingress_ids,
+        )
+        self._positions.update(last)
+
+        now = self.clock()
+        for (topic, event_type), count in applied_types.items():
+            metrics.EVENTS_APPLIED.labels(topic, event_type).inc(count)
+        for topic, happened in lags:
+            metrics.EVENT_LAG.labels(topic).observe(max(0.0, (now - happened).total_seconds()))
+        for rejection in rejections:
+            metrics.EVENTS_REJECTED.labels(rejection.topic, rejection.reason_code).inc()
+            outcome.rejected[rejection.reason_code] += 1
+        outcome.applied = len(ingress_ids)
+        outcome.notification_ids = [r.notification.id for r in recordings]
+        if rejections:
+            log.info("rejected %d of %d records", len(rejections), len(fresh),
+                     extra={"reasons": dict(outcome.rejected)})
+        return outcome
+
+    def _rejection(self, message: RawMessage, rejected: Rejected, envelope: Envelope | None) -> Rejection:
+        key, key_encoding = encode_bytes(message.key)
+        value, value_encoding = encode_bytes(message.value)
+        return Rejection(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            reason_code=rejected.reason_code,
+            reason=rejected.reason,
+            original={"topic": message.topic, "partition": message.partition, "offset": message.offset,
+                      "key": key, "key_encoding": key_encoding,
+                      "value": value or "", "value_encoding": value_encoding},
+            event_id=envelope.id if envelope else None,
+            event_source=envelope.source if envelope else None,
+            event_type=envelope.type if envelope else None,
+            rejected_by=self.service,
+            rejected_at=self.clock(),
+        )

@@ -1,0 +1,148 @@
+"""The outbox relay: publish the event store's notification log to Kafka.
+
+The relay reads notifications after the last published position, turns each
+into a CloudEvent, publishes the batch, waits for every broker ack, and only
+then records the new position. A crash between publish and record re-sends a
+few events on restart; every CloudEvent id is deterministic
+(``<aggregate id>:<version>``), so downstream consumers drop the duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.persistence import Notification
+
+from services.kit import envelope, metrics
+from services.kit.executor import BlockingExecutor
+from services.kit.kafka import Publisher, Record
+from services.kit.rejections import REJECTION_TYPE, Rejection
+from services.kit.store import LedgerApplication
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """A domain event as the outside world sees it."""
+
+    topic: str                 # logical topic, e.g. "ledger.payments"
+    key: str | None            # Kafka key: the beneficiary / sponsor id
+    type: str                  # CloudEvent type, e.g. "ledger.payment.recorded"
+    time: datetime             # when the fact happened
+    data: dict[str, Any]
+    subject: str | None = None
+
+
+Translate = Callable[[Any], "Outbound | None"]
+
+
+def rejection_outbound(event: Rejection.Recorded) -> Outbound:
+    original = event.original
+    return Outbound(
+        topic="rejections",
+        key=original.get("key") if original.get("key_encoding") == "utf-8" else None,
+        type=REJECTION_TYPE,
+        time=event.rejected_at,
+        subject=f"{event.topic}/{event.partition}/{event.offset}",
+        data={
+            "reason_code": event.reason_code,
+            "reason": event.reason,
+            "original": original,
+            "event_id": event.event_id,
+            "event_source": event.event_source,
+            "event_type": event.event_type,
+            "rejected_by": event.rejected_by,
+            "rejected_at": event.rejected_at.isoformat(),
+        },
+    )
+
+
+class OutboxRelay:
+    """Publishes one application's new events, remembering how far it got."""
+
+    def __init__(self, app: LedgerApplication, service: str, translate: Translate,
+                 publisher: Publisher, executor: BlockingExecutor, *,
+                 batch: int = 500, poll_interval: float = 0.2) -> None:
+        self.app = app
+        self.service = service
+        self.source = f"refund-ledger/{service}"
+        self.translate = translate
+        self.publisher = publisher
+        self.executor = executor
+        self.batch = batch
+        self.poll_interval = poll_interval
+        self.position_name = "ledger"
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Tell the relay new events were just saved (saves a poll interval)."""
+        self._wake.set()
+
+    def _records(self, notifications: Sequence[Notification]) -> list[Record]:
+        records = []
+        for notification in notifications:
+            domain_event = self.app.mapper.to_domain_event(notification)
+            if isinstance(domain_event, Rejection.Recorded):
+                outbound = rejection_outbound(domain_event)
+            else:
+                outbound = self.translate(domain_event)
+            if outbound is None:
+                continue
+            value = envelope.write(
+                event_id=f"{notification.originator_id}:{notification.originator_version}",
+                source=self.source,
+                event_type=outbound.type,
+                time=outbound.time,
+                data=outbound.data,
+                subject=outbound.subject,
+                extensions={"recordedat": domain_event.timestamp.isoformat(),
+                            "sequence": str(notification.id)},
+            )
+            records.append(Record(outbound.topic, outbound.key.encode() if outbound.key else None, value))
+        return records
+
+    def _next(self, position: int) -> tuple[list[Record], int, int]:
+        notifications = self.app.notification_log.select(start=position + 1, limit=self.batch)
+        newest = self.app.recorder.max_notification_id() or 0
+        if not notifications:
+            return [], position, newest
+        return self._records(notifications), notifications[-1].id, newest
+
+    async def run_once(self, position: int) -> int:
+        """Publish the next batch after ``position``; return the new position."""
+        records, new_position, newest = await self.executor.run(self._next, position)
+        if new_position > position:
+            if records:
+                await self.publisher.publish(records)
+                for record in records:
+                    metrics.OUTBOX_PUBLISHED.labels(record.topic).inc()
+            await self.executor.run(self.app.ingress_recorder.set_outbox_position,
+                                    self.position_name, new_position)
+        metrics.OUTBOX_BACKLOG.set(max(0, newest - new_position))
+        return new_position
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        position = await self.executor.run(self.app.ingress_recorder.outbox_position, self.position_name)
+        backoff = self.poll_interval
+        while not stopping.is_set():
+            try:
+                new_position = await self.run_once(position)
+            except Exception:  # broker or database away: keep trying, never skip
+                log.exception("relay failed; retrying", extra={"position": position})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = self.poll_interval
+            if new_position == position:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+                except asyncio.TimeoutError:
+                    pass
+            position = new_position

@@ -1,0 +1,197 @@
+"""Faust wiring shared by every event-sourced service.
+
+``create_faust_app`` is the app factory (nothing is created at import time).
+``build_worker`` turns a :class:`ServiceSpec` into a Faust app whose agent feeds
+batches into the tracked :class:`~services.kit.ingress.Ingress` and whose
+:class:`LedgerRuntime` owns the application, the outbox relay and health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import faust
+import psycopg
+import psycopg_pool
+from eventsourcing import persistence as es_persistence
+from faust.contrib.asgi import serve_asgi
+from mode import Service
+
+from services.kit import logs
+from services.kit.envelope import RawMessage, SchemaRegistry, resolve_schemas_dir
+from services.kit.executor import BlockingExecutor
+from services.kit.ingress import BatchOutcome, Handler, Ingress
+from services.kit.kafka import Publisher, ensure_topics
+from services.kit.outbox import OutboxRelay, Translate
+from services.kit.settings import Settings
+from services.kit.store import LedgerApplication
+from services.kit.web import Health, operational_app
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout,
+             es_persistence.OperationalError, es_persistence.InterfaceError, OSError)
+
+
+def create_faust_app(service: str, settings: Settings) -> faust.App:
+    """The Faust app factory: every broker and web setting comes from ``settings``."""
+    settings.require("kafka_bootstrap_servers")
+    datadir = settings.data_dir or tempfile.mkdtemp(prefix=f"refund-ledger-{service}-")
+    return faust.App(
+        f"{settings.topic_prefix}refund-ledger-{service}",
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+        store="memory://",
+        autodiscover=False,
+        datadir=datadir,
+        topic_disable_leader=True,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout,
+        broker_session_timeout=settings.kafka_session_timeout,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval,
+        broker_commit_interval=settings.kafka_commit_interval,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+    )
+
+
+def raw_message(event: faust.types.EventT) -> RawMessage:
+    message = event.message
+    return RawMessage(topic=message.topic, partition=message.partition, offset=message.offset,
+                      key=message.key, value=message.value, timestamp_ms=int(message.timestamp * 1000))
+
+
+async def retry_forever(what: str, action: Callable, health: Health, stopping: asyncio.Event):
+    """Run ``action`` until it succeeds, backing off; report not-ready meanwhile."""
+    delay = 0.2
+    while True:
+        try:
+            result = await action()
+        except TRANSIENT as error:
+            health.set_problem(what, f"retrying: {type(error).__name__}: {error}"[:300])
+            log.warning("%s failed; retrying in %.1f s", what, delay, extra={"error": str(error)})
+            if stopping.is_set():
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        else:
+            health.set_problem(what, None)
+            return result
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What makes one event-sourced service: its topics, application and mapping."""
+
+    name: str
+    inbound_topics: tuple[str, ...]
+    build_application: Callable[[Settings], LedgerApplication]
+    handlers: Callable[[LedgerApplication], dict[str, Handler]]
+    translate: Translate
+    rejectable: tuple[type[Exception], ...] = ()
+    outbound_topics: tuple[str, ...] = field(default=())
+
+
+class LedgerRuntime(Service):
+    """Owns one service's application, ingress, relay and health in a worker."""
+
+    def __init__(self, spec: ServiceSpec, settings: Settings, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.settings = settings
+        self.health = Health()
+        self.executor = BlockingExecutor(settings.executor_threads)
+        self.publisher = Publisher(settings)
+        self.stopping = asyncio.Event()
+        self.initialized = asyncio.Event()
+        self.application: LedgerApplication | None = None
+        self.ingress: Ingress | None = None
+        self.relay: OutboxRelay | None = None
+        self.health.set_problem("startup", "starting")
+
+    async def on_start(self) -> None:
+        registry = SchemaRegistry(resolve_schemas_dir(self.settings))
+        self.application = await retry_forever(
+            "database", lambda: self.executor.run(self.spec.build_application, self.settings),
+            self.health, self.stopping)
+        self.ingress = Ingress(app=self.application, service=self.spec.name, registry=registry,
+                               handlers=self.spec.handlers(self.application),
+                               rejectable=self.spec.rejectable)
+        await retry_forever("broker", self.publisher.start, self.health, self.stopping)
+        self.relay = OutboxRelay(self.application, self.spec.name, self.spec.translate, self.publisher,
+                                 self.executor, batch=self.settings.relay_batch,
+                                 poll_interval=self.settings.relay_poll_interval)
+        self.add_future(self.relay.run(self.stopping))
+        self.health.add_check("database", self._ping_database)
+        self.health.add_check("broker", self._ping_broker)
+        self.health.set_problem("startup", None)
+        self.initialized.set()
+        log.info("service started", extra={"topics": list(self.spec.inbound_topics)})
+
+    async def _ping_database(self) -> None:
+        assert self.application is not None
+        await self.executor.run(self.application.ingress_recorder.ping)
+
+    async def _ping_broker(self) -> None:
+        producer = self.publisher._producer  # noqa: SLF001 - the kit owns this publisher
+        if producer is None or not await producer.client.force_metadata_update():
+            raise ConnectionError("broker metadata refresh failed")
+
+    async def on_stop(self) -> None:
+        self.stopping.set()
+        await self.publisher.stop()
+        self.executor.shutdown()
+        if self.application is not None:
+            self.application.close()
+
+    async def apply(self, messages: Sequence[RawMessage]) -> BatchOutcome:
+        """Apply one batch, retrying through database outages (never skipping)."""
+        await self.initialized.wait()
+        assert self.ingress is not None and self.relay is not None
+        outcome = await retry_forever("ingress", lambda: self.executor.run(self.ingress.apply, messages),
+                                      self.health, self.stopping)
+        if outcome.notification_ids:
+            self.relay.wake()
+        return outcome
+
+
+def build_worker(spec: ServiceSpec, settings: Settings) -> tuple[faust.App, LedgerRuntime]:
+    """A Faust app running one event-sourced service."""
+    app = create_faust_app(spec.name, settings)
+    runtime = LedgerRuntime(spec, settings)
+    app.service(runtime)
+    topic = app.topic(*(settings.topic(t) for t in spec.inbound_topics),
+                      key_serializer="raw", value_serializer="raw",
+                      partitions=settings.topic_partitions)
+
+    async def apply_events(stream) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within):
+            await runtime.apply([raw_message(event) for event in events])
+
+    apply_events.__name__ = apply_events.__qualname__ = f"apply_{spec.name}_events"
+    app.agent(topic, name=f"{spec.name}.apply_events")(apply_events)
+
+    @app.task
+    async def declare_topics() -> None:
+        await ensure_topics(settings)
+
+    serve_asgi(app, operational_app(spec.name, runtime.health), host=settings.web_host,
+               port=settings.web_port, log_level="warning")
+    return app, runtime
+
+
+def run_worker(app: faust.App, settings: Settings, service: str) -> None:
+    """Run a Faust worker in the foreground until SIGTERM / Ctrl-C."""
+    logs.configure(settings.log_level, service)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True,
+                          redirect_stdouts=False, override_logging=False)
+    worker.execute_from_commandline()
+

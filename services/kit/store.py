@@ -1,0 +1,163 @@
+"""The event store of a service: ``eventsourcing`` on PostgreSQL, plus the kit's
+bookkeeping written in the same transaction as the domain events.
+
+* ``trackings``: the Kafka position (topic:partition -> offset) of the batch,
+  using the library's single-row tracking table, so a redelivered message is
+  recognised and skipped.
+* ``ingress_ids``: the CloudEvent ``(source, id)`` of every applied event with
+  a digest of its content, the idempotency key the public contract promises.
+* ``outbox_positions``: how far the relay has published the notification log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from eventsourcing.application import Application
+from eventsourcing.persistence import ProcessRecorder, StoredEvent, Tracking
+from eventsourcing.postgres import PostgresProcessRecorder
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from services.kit.settings import Settings
+
+
+@dataclass(frozen=True)
+class IngressId:
+    """The idempotency key of one applied inbound CloudEvent."""
+
+    source: str
+    event_id: str
+    digest: str
+    topic: str
+    partition: int
+    offset: int
+
+
+class IngressRecorder(PostgresProcessRecorder):
+    """A process recorder that also records several Kafka positions and the
+    CloudEvent ids of a batch atomically with the batch's domain events."""
+
+    def __init__(self, datastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        schema = Identifier(self.datastore.schema)
+        self._ingress_table = SQL("{0}.ingress_events").format(schema)
+        self._outbox_table = SQL("{0}.outbox_positions").format(schema)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {0} ("
+                "source text NOT NULL, event_id text NOT NULL, digest text NOT NULL, "
+                "topic text NOT NULL, kafka_partition int NOT NULL, kafka_offset bigint NOT NULL, "
+                "recorded_at timestamptz NOT NULL DEFAULT now(), "
+                "PRIMARY KEY (source, event_id))"
+            ).format(self._ingress_table)
+        )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {0} ("
+                "name text PRIMARY KEY, position bigint NOT NULL, "
+                "updated_at timestamptz NOT NULL DEFAULT now())"
+            ).format(self._outbox_table)
+        )
+
+    def _insert_events(
+        self,
+        curs: psycopg.Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        **kwargs: Any,
+    ) -> None:
+        for tracking in kwargs.get("trackings", ()):
+            self._insert_tracking(curs, tracking)
+        ingress_ids: Sequence[IngressId] = kwargs.get("ingress_ids", ())
+        if ingress_ids:
+            curs.executemany(
+                SQL(
+                    "INSERT INTO {0} (source, event_id, digest, topic, kafka_partition, kafka_offset) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)"
+                ).format(self._ingress_table),
+                [(i.source, i.event_id, i.digest, i.topic, i.partition, i.offset) for i in ingress_ids],
+            )
+        super()._insert_events(curs, stored_events, **kwargs)
+
+    def seen_digests(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The content digest recorded for each already-applied (source, id)."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        sources, ids = zip(*keys, strict=True)
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL(
+                    "SELECT i.source, i.event_id, i.digest FROM {0} i "
+                    "JOIN unnest(%s::text[], %s::text[]) AS k(source, event_id) "
+                    "USING (source, event_id)"
+                ).format(self._ingress_table),
+                (list(sources), list(ids)),
+            )
+            return {(r["source"], r["event_id"]): r["digest"] for r in curs.fetchall()}
+
+    def outbox_position(self, name: str) -> int:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT position FROM {0} WHERE name = %s").format(self._outbox_table), (name,))
+            row = curs.fetchone()
+            return int(row["position"]) if row else 0
+
+    def set_outbox_position(self, name: str, position: int) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL(
+                    "INSERT INTO {0} (name, position) VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now() "
+                    "WHERE {0}.position < EXCLUDED.position"
+                ).format(self._outbox_table),
+                (name, position),
+            )
+
+    def ping(self) -> None:
+        """Raise unless the database answers."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute("SELECT 1")
+
+
+def ensure_schema(database_url: str, schema: str) -> None:
+    """Create the service's own PostgreSQL schema if it does not exist."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(Identifier(schema)))
+
+
+class LedgerApplication(Application):
+    """Base of every service's application: an event store with tracking.
+
+    Subclasses set ``name`` (also the PostgreSQL schema and the ledger topic
+    suffix) and add their commands and queries.
+    """
+
+    def __init__(self, settings: Settings, schema: str | None = None) -> None:
+        schema = schema or self.name.lower()
+        ensure_schema(settings.database_url, schema)
+        env = settings.postgres_env(schema)
+        env["PROCESS_RECORDER_TOPIC"] = f"{IngressRecorder.__module__}:{IngressRecorder.__qualname__}"
+        super().__init__(env)
+
+    def construct_recorder(self) -> ProcessRecorder:
+        return self.factory.process_recorder()
+
+    @property
+    def ingress_recorder(self) -> IngressRecorder:
+        assert isinstance(self.recorder, IngressRecorder)
+        return self.recorder
+
+    def tracked_offset(self, topic: str, partition: int) -> int | None:
+        """The last Kafka offset applied for topic:partition, or None."""
+        return self.ingress_recorder.max_tracking_id(tracking_name(topic, partition))
+
+
+def tracking_name(topic: str, partition: int) -> str:
+    return f"kafka:{topic}:{partition}"
+
+
+def kafka_tracking(topic: str, partition: int, offset: int) -> Tracking:
+    return Tracking(application_name=tracking_name(topic, partition), notification_id=offset)

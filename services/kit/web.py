@@ -1,0 +1,96 @@
+"""HTTP for every service: ``/metrics``, ``/healthz`` (alive), ``/readyz`` (ready).
+
+Each service serves a FastAPI app from inside its Faust worker; the audit
+service adds its API to the same app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.kit import metrics
+
+log = logging.getLogger(__name__)
+
+Check = Callable[[], Awaitable[None]]
+
+
+class Health:
+    """Readiness checks of one process: each raises (or times out) when not ready."""
+
+    def __init__(self, timeout: float = 2.0) -> None:
+        self.timeout = timeout
+        self._checks: dict[str, Check] = {}
+        self._flags: dict[str, str] = {}
+
+    def add_check(self, name: str, check: Check) -> None:
+        self._checks[name] = check
+
+    def set_problem(self, name: str, problem: str | None) -> None:
+        """Mark (or clear, with None) a condition that makes the process not ready."""
+        if problem is None:
+            self._flags.pop(name, None)
+        else:
+            self._flags[name] = problem
+
+    async def report(self) -> tuple[bool, dict[str, str]]:
+        results: dict[str, str] = {}
+        for name, check in self._checks.items():
+            try:
+                await asyncio.wait_for(check(), self.timeout)
+            except Exception as error:  # any failure of a check means "not ready"; the reason is reported
+                results[name] = f"down: {type(error).__name__}: {error}"[:300]
+                metrics.DEPENDENCY_UP.labels(name).set(0)
+            else:
+                results[name] = "ok"
+                metrics.DEPENDENCY_UP.labels(name).set(1)
+        results.update(self._flags)
+        return all(v == "ok" for v in results.values()), results
+
+
+def add_operational_routes(api: FastAPI, health: Health) -> None:
+    """Mount /metrics, /healthz and /readyz on ``api``."""
+
+    @api.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @api.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        ready, checks = await health.report()
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @api.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def add_request_metrics(api: FastAPI) -> None:
+    """Count and time every request by its route template (never by raw path)."""
+
+    @api.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(template, request.method, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(template, request.method).observe(time.perf_counter() - started)
+
+
+def operational_app(service: str, health: Health) -> FastAPI:
+    api = FastAPI(title=f"refund-ledger {service}", docs_url=None, redoc_url=None, openapi_url=None)
+    add_operational_routes(api, health)
+    return api

@@ -1,0 +1,1 @@
+"""The notifier: one voice to the citizen, for every agency."""

@@ -1,0 +1,1 @@
+"""The payments service: balances per (beneficiary, agency, service)."""

@@ -1,0 +1,91 @@
+"""The payments application: commands from inbound events, and queries."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from eventsourcing.application import AggregateNotFoundError
+
+from services.kit.envelope import Envelope
+from services.kit.ingress import Handler, UnitOfWork
+from services.kit.store import LedgerApplication
+from services.payments.domain import Balance, Payment, UnknownPayment
+
+
+class BalanceView(TypedDict):
+    beneficiary_id: str
+    agency: str
+    service_code: str
+    credited: int
+    charged: int
+    held: int
+    refunded: int
+    available: int
+
+
+class PaymentsApplication(LedgerApplication):
+    name = "payments"
+
+    def balance(self, beneficiary_id: str, agency: str, service_code: str) -> BalanceView | None:
+        try:
+            balance: Balance = self.repository.get(Balance.create_id(beneficiary_id, agency, service_code))
+        except AggregateNotFoundError:
+            return None
+        return BalanceView(beneficiary_id=beneficiary_id, agency=agency, service_code=service_code,
+                           **balance.totals())
+
+
+def record_payment(uow: UnitOfWork, envelope: Envelope) -> None:
+    data = envelope.data
+    facts = {
+        "beneficiary_id": data["beneficiary_id"],
+        "payer_id": data["payer_id"],
+        "payer_iban": data["payer_iban"],  # checksum verified by the kit's parse
+        "agency": data["agency"],
+        "service_code": data["service_code"],
+        "amount": data["amount"],
+        "channel": data["channel"],
+        "paid_at": envelope.at("paid_at"),
+    }
+    existing: Payment | None = uow.get(Payment.create_id(data["payment_id"]))
+    if existing is not None:
+        existing.check_same_facts(**facts)
+        return  # the same payment reported again (new CloudEvent id): already counted
+    where = envelope.origin
+    uow.add(Payment(payment_id=data["payment_id"], origin=where, **facts))
+    balance_id = Balance.create_id(facts["beneficiary_id"], facts["agency"], facts["service_code"])
+    balance: Balance | None = uow.get(balance_id)
+    if balance is None:
+        balance = Balance(beneficiary_id=facts["beneficiary_id"], agency=facts["agency"],
+                          service_code=facts["service_code"])
+        uow.add(balance)
+    balance.credit(payment_id=data["payment_id"], amount=facts["amount"],
+                   occurred_at=facts["paid_at"], origin=where)
+
+
+def acknowledge_payment(uow: UnitOfWork, envelope: Envelope) -> None:
+    payment_id = envelope.data["payment_id"]
+    payment: Payment | None = uow.get(Payment.create_id(payment_id))
+    if payment is None:
+        raise UnknownPayment(f"payment {payment_id} has not been recorded")
+    payment.acknowledge(envelope.at("acknowledged_at"), envelope.origin)
+
+
+def charge_fee(uow: UnitOfWork, envelope: Envelope) -> None:
+    data = envelope.data
+    balance: Balance | None = uow.get(Balance.create_id(data["beneficiary_id"], data["agency"],
+                                                        data["service_code"]))
+    if balance is None:
+        balance = Balance(beneficiary_id=data["beneficiary_id"], agency=data["agency"],
+                          service_code=data["service_code"])
+        balance.check_can_cover(data["amount"])  # raises: nothing was ever paid here
+    balance.charge(charge_id=data["charge_id"], amount=data["amount"],
+                   occurred_at=envelope.at("charged_at"), origin=envelope.origin)
+
+
+def handlers(_: LedgerApplication) -> dict[str, Handler]:
+    return {
+        "payment.recorded": record_payment,
+        "payment.acknowledged": acknowledge_payment,
+        "fee.charged": charge_fee,
+    }

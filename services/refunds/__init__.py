@@ -1,0 +1,1 @@
+"""The refunds service: one refund case per request, from every origin."""

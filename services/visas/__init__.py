@@ -1,0 +1,1 @@
+"""The visas service: visas issued through Musaned and their cancellations."""

@@ -1,0 +1,57 @@
+"""Builders of realistic inbound CloudEvents for tests."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from services.kit.envelope import RawMessage
+
+IBAN_OWN = "SA0380000000608010167519"       # Al Rajhi (80), valid mod-97
+IBAN_OTHER = "SA4420000001234567891234"     # Riyad Bank (20), valid mod-97
+IBAN_BAD_CHECKSUM = "SA0480000000608010167519"
+PAID_AT = datetime(2026, 11, 1, 9, 30, tzinfo=timezone(timedelta(hours=3)))
+
+
+def cloudevent(event_type: str, data: dict[str, Any], *, event_id: str | None = None,
+               source: str = "bank/80", time: datetime = PAID_AT) -> bytes:
+    return json.dumps({"specversion": "1.0", "id": event_id or str(uuid.uuid4()), "source": source,
+                       "type": event_type, "time": time.isoformat(), "data": data}).encode()
+
+
+def payment(payment_id: str = "PAY-1", *, beneficiary_id: str = "1012345678", amount: int = 30000,
+            payer_id: str | None = None, payer_iban: str = IBAN_OWN, agency: str = "JAWAZAT",
+            service_code: str = "PASSPORT_ISSUE", paid_at: datetime = PAID_AT) -> dict[str, Any]:
+    return {"payment_id": payment_id, "beneficiary_id": beneficiary_id,
+            "payer_id": payer_id or beneficiary_id, "payer_iban": payer_iban, "agency": agency,
+            "service_code": service_code, "amount": amount, "currency": "SAR",
+            "channel": "SADAD_ONLINE", "paid_at": paid_at.isoformat()}
+
+
+def acknowledgement(payment_id: str = "PAY-1", at: datetime = PAID_AT + timedelta(minutes=5)) -> dict[str, Any]:
+    return {"payment_id": payment_id, "acknowledged_at": at.isoformat()}
+
+
+def charge(charge_id: str = "CHG-1", *, beneficiary_id: str = "1012345678", amount: int = 20000,
+           agency: str = "JAWAZAT", service_code: str = "PASSPORT_ISSUE") -> dict[str, Any]:
+    return {"charge_id": charge_id, "beneficiary_id": beneficiary_id, "agency": agency,
+            "service_code": service_code, "amount": amount,
+            "charged_at": (PAID_AT + timedelta(hours=1)).isoformat()}
+
+
+class Messages:
+    """Raw Kafka records with increasing offsets, as a consumer would see them."""
+
+    def __init__(self, topic: str = "payments", partition: int = 0) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = -1
+
+    def __call__(self, value: bytes | None, key: bytes | None = b"1012345678", *,
+                 offset: int | None = None) -> RawMessage:
+        if offset is None:
+            self.offset += 1
+            offset = self.offset
+        return RawMessage(self.topic, self.partition, offset, key, value)

@@ -1,0 +1,103 @@
+"""Payments domain rules, asserted on the events aggregates emit. No I/O."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from services.payments.domain import (
+    Balance,
+    ChargeConflict,
+    InsufficientBalance,
+    Payment,
+    PaymentConflict,
+)
+
+PAID_AT = datetime(2026, 11, 1, 9, 30, tzinfo=timezone.utc)
+ORIGIN = {"source": "bank/80", "id": "evt-1", "type": "payment.recorded"}
+FACTS = dict(beneficiary_id="1012345678", payer_id="1012345678", payer_iban="SA0380000000608010167519",
+             agency="JAWAZAT", service_code="PASSPORT_ISSUE", amount=30000, channel="SADAD_ONLINE",
+             paid_at=PAID_AT)
+
+
+def new_balance() -> Balance:
+    return Balance(beneficiary_id="1012345678", agency="JAWAZAT", service_code="PASSPORT_ISSUE")
+
+
+def test_payment_ids_are_deterministic_from_the_natural_key():
+    assert Payment.create_id("PAY-1") == Payment.create_id("PAY-1")
+    assert Payment.create_id("PAY-1") != Payment.create_id("PAY-2")
+    assert Payment(payment_id="PAY-1", origin=ORIGIN, **FACTS).id == Payment.create_id("PAY-1")
+    assert Balance.create_id("1012345678", "JAWAZAT", "A") != Balance.create_id("1012345678", "MOI", "A")
+
+
+def test_recording_a_payment_emits_recorded_with_its_facts():
+    payment = Payment(payment_id="PAY-1", origin=ORIGIN, **FACTS)
+    [recorded] = payment.collect_events()
+    assert isinstance(recorded, Payment.Recorded)
+    assert (recorded.amount, recorded.paid_at, recorded.channel) == (30000, PAID_AT, "SADAD_ONLINE")
+    assert payment.third_party_payer is False
+
+
+def test_flags_a_payer_who_is_not_the_beneficiary():
+    payment = Payment(payment_id="PAY-2", origin=ORIGIN, **{**FACTS, "payer_id": "2098765432"})
+    assert payment.third_party_payer is True
+
+
+def test_accepts_the_same_payment_facts_again_without_change():
+    payment = Payment(payment_id="PAY-1", origin=ORIGIN, **FACTS)
+    payment.collect_events()
+    payment.check_same_facts(**FACTS)
+    assert payment.collect_events() == []
+
+
+def test_rejects_a_payment_id_reused_with_a_different_amount():
+    payment = Payment(payment_id="PAY-1", origin=ORIGIN, **FACTS)
+    with pytest.raises(PaymentConflict, match="amount"):
+        payment.check_same_facts(**{**FACTS, "amount": 1})
+
+
+def test_acknowledges_once_and_ignores_repeats():
+    payment = Payment(payment_id="PAY-1", origin=ORIGIN, **FACTS)
+    payment.collect_events()
+    first = datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
+    payment.acknowledge(first, ORIGIN)
+    payment.acknowledge(datetime(2026, 11, 2, tzinfo=timezone.utc), ORIGIN)
+    events = payment.collect_events()
+    assert [type(e) for e in events] == [Payment.Acknowledged]
+    assert payment.acknowledged_at == first
+    assert events[0].payment_id == "PAY-1"
+
+
+def test_credit_then_charge_leaves_the_difference_available():
+    balance = new_balance()
+    balance.credit(payment_id="PAY-1", amount=30000, occurred_at=PAID_AT, origin=ORIGIN)
+    balance.charge(charge_id="CHG-1", amount=20000, occurred_at=PAID_AT, origin=ORIGIN)
+    events = balance.collect_events()
+    assert [type(e) for e in events] == [Balance.Opened, Balance.Credited, Balance.Charged]
+    assert events[-1].balance_after == {"credited": 30000, "charged": 20000, "held": 0, "refunded": 0,
+                                        "available": 10000}
+    assert balance.available == 10000
+
+
+def test_rejects_a_charge_that_would_make_the_balance_negative():
+    balance = new_balance()
+    balance.credit(payment_id="PAY-1", amount=100, occurred_at=PAID_AT, origin=ORIGIN)
+    with pytest.raises(InsufficientBalance):
+        balance.charge(charge_id="CHG-1", amount=101, occurred_at=PAID_AT, origin=ORIGIN)
+    assert balance.available == 100
+
+
+def test_a_repeated_charge_id_is_applied_once():
+    balance = new_balance()
+    balance.credit(payment_id="PAY-1", amount=500, occurred_at=PAID_AT, origin=ORIGIN)
+    balance.charge(charge_id="CHG-1", amount=200, occurred_at=PAID_AT, origin=ORIGIN)
+    balance.charge(charge_id="CHG-1", amount=200, occurred_at=PAID_AT, origin=ORIGIN)
+    assert balance.charged == 200
+
+
+def test_rejects_a_charge_id_reused_with_another_amount():
+    balance = new_balance()
+    balance.credit(payment_id="PAY-1", amount=500, occurred_at=PAID_AT, origin=ORIGIN)
+    balance.charge(charge_id="CHG-1", amount=200, occurred_at=PAID_AT, origin=ORIGIN)
+    with pytest.raises(ChargeConflict):
+        balance.charge(charge_id="CHG-1", amount=300, occurred_at=PAID_AT, origin=ORIGIN)
