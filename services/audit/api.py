@@ -5,7 +5,7 @@ for a role that may not), PII masked for roles that may not see it, times
 shown in Asia/Riyadh with their offset.
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": FastAPI must see the closures used in Depends().
 
 import logging
 from datetime import datetime

@@ -108,7 +108,7 @@ class OutboxRelay:
         return records
 
     def _next(self, position: int) -> tuple[list[Record], int, int]:
-        notifications = self.app.notification_log.select(start=position + 1, limit=self.batch)
+        notifications = self.app.notifications_after(position, self.batch)
         newest = self.app.recorder.max_notification_id() or 0
         if not notifications:
             return [], position, newest

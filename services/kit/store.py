@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 from eventsourcing.application import Application
-from eventsourcing.persistence import ProcessRecorder, StoredEvent, Tracking
+from eventsourcing.persistence import Notification, ProcessRecorder, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
@@ -149,6 +149,10 @@ class LedgerApplication(Application):
     def ingress_recorder(self) -> IngressRecorder:
         assert isinstance(self.recorder, IngressRecorder)
         return self.recorder
+
+    def notifications_after(self, position: int, limit: int) -> Sequence[Notification]:
+        """Up to ``limit`` stored events after notification ``position``, oldest first."""
+        return self.recorder.select_notifications(start=position + 1, limit=limit)
 
     def tracked_offset(self, topic: str, partition: int) -> int | None:
         """The last Kafka offset applied for topic:partition, or None."""

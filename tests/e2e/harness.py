@@ -154,7 +154,7 @@ async def _read_topic(bootstrap: str, topic: str, timeout: float) -> list[Any]:
         end = await consumer.end_offsets(assignment)
         records = []
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(await consumer.position(tp) < end[tp] for tp in assignment):
+        while time.monotonic() < deadline and any([await consumer.position(tp) < end[tp] for tp in assignment]):
             batch = await consumer.getmany(timeout_ms=200)
             for messages in batch.values():
                 records.extend(messages)

@@ -36,7 +36,7 @@ def ingress(app, db_settings):
 
 
 def stored_rejections(app) -> list[Rejection.Recorded]:
-    return [e for e in (app.mapper.to_domain_event(n) for n in app.notification_log.select(start=1, limit=1000))
+    return [e for e in (app.mapper.to_domain_event(n) for n in app.notifications_after(0, 1000))
             if isinstance(e, Rejection.Recorded)]
 
 
