@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from services.cli.processes import SERVICES
 from services.kit.auth import ROLES
 from services.kit.settings import Settings, SettingsError
-
-SERVICES = ("payments", "visas", "refunds", "notifier", "audit")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,40 +39,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from services.cli.stack import up
+    return up(settings, demo=not args.no_demo, demo_rate=args.demo_rate)
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from services.cli.stack import run_service
+    return run_service(settings, args.service)
+
+
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from services.cli.simulate import simulate_command
+    return simulate_command(settings, rate=args.rate, duration=args.duration, count=args.count,
+                            seed=args.seed, progress=not args.no_progress)
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from services.kit.auth import issue_token
+    settings.require("audit_api_secret")
+    print(issue_token(settings.audit_api_secret, args.role, args.subject, args.ttl or settings.token_ttl_seconds))
+    return 0
+
+
+def _check_event(settings: Settings, args: argparse.Namespace) -> int:
+    from services.cli.check import check_events
+    return check_events(settings, args.file, args.topic)
+
+
+COMMANDS = {"up": _up, "run": _run, "simulate": _simulate, "token": _token, "check-event": _check_event}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
-    except SettingsError as error:
+        return COMMANDS[args.command](Settings.from_env(), args)
+    except (SettingsError, ValueError) as error:
         print(f"refund-ledger: {error}", file=sys.stderr)
         return 2
-    try:
-        if args.command == "up":
-            from services.cli.stack import up
-            return up(settings, demo=not args.no_demo, demo_rate=args.demo_rate)
-        if args.command == "run":
-            from services.cli.stack import run_service
-            return run_service(settings, args.service)
-        if args.command == "simulate":
-            from services.cli.simulate import simulate_command
-            return simulate_command(settings, rate=args.rate, duration=args.duration, count=args.count,
-                                    seed=args.seed, progress=not args.no_progress)
-        if args.command == "token":
-            from services.kit.auth import issue_token
-            settings.require("audit_api_secret")
-            print(issue_token(settings.audit_api_secret, args.role, args.subject,
-                              args.ttl or settings.token_ttl_seconds))
-            return 0
-        if args.command == "check-event":
-            from services.cli.check import check_events
-            return check_events(settings, args.file, args.topic)
-    except SettingsError as error:
-        print(f"refund-ledger: {error}", file=sys.stderr)
-        return 2
-    except ValueError as error:
-        print(f"refund-ledger: {error}", file=sys.stderr)
-        return 2
-    return 2
 
 
 if __name__ == "__main__":

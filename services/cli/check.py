@@ -41,9 +41,11 @@ def check_events(settings: Settings, file: str, topic: str | None) -> int:
     if topic is not None and topic not in TOPIC_TYPES:
         raise ValueError(f"unknown topic {topic!r}; inbound topics are {', '.join(TOPIC_TYPES)}")
     registry = SchemaRegistry(resolve_schemas_dir(settings))
-    stream = sys.stdin.buffer if file == "-" else Path(file).open("rb")
-    with stream:
-        results = check_lines(stream, registry, topic)
+    if file == "-":
+        results = check_lines(sys.stdin.buffer, registry, topic)
+    else:
+        with Path(file).open("rb") as stream:
+            results = check_lines(stream, registry, topic)
     for number, verdict, reason in results:
         print(f"{number}: {verdict}" + ("" if verdict == "accepted" else f" - {reason}"))
     rejected = sum(1 for _, verdict, _ in results if verdict != "accepted")

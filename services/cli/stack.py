@@ -8,24 +8,25 @@ import logging
 import os
 import secrets
 import signal
-import subprocess
 import sys
+import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from services.cli.processes import ServiceProcess
 from services.kit import logs
 from services.kit.auth import issue_token
-from services.kit.embedded import EmbeddedKafka, EmbeddedPostgres, die_with_parent
+from services.kit.embedded import EmbeddedKafka, EmbeddedPostgres
 from services.kit.settings import Settings
 
 log = logging.getLogger("refund-ledger.up")
 
-#: Web ports of the services under ``up`` (the audit API is AUDIT_API_PORT, 8080).
-WEB_PORTS = {"payments": 6066, "visas": 6067, "refunds": 6068, "notifier": 6069}
-EMBEDDED_KAFKA_PORT = 9092
+#: Services whose web port (metrics/health) is WEB_PORT + offset under ``up``;
+#: the audit service serves its API and console on AUDIT_API_PORT (8080).
+WEB_PORT_OFFSETS = {"payments": 0, "visas": 1, "refunds": 2, "notifier": 3}
+READY_TIMEOUT = 120.0
 
 
 def run_service(settings: Settings, service: str) -> int:
@@ -56,124 +57,144 @@ def _spec(service: str):
     return SPEC
 
 
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen
-    url: str
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _stop_children(children: list[Child], timeout: float = 15.0) -> None:
+def _stop_children(children: list[ServiceProcess], timeout: float) -> None:
     for child in children:
-        if child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
+        child.terminate()
     deadline = time.monotonic() + timeout
     for child in children:
-        remaining = max(0.1, deadline - time.monotonic())
-        try:
-            child.process.wait(remaining)
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait(5)
+        child.wait_stopped(max(0.1, deadline - time.monotonic()))
 
 
-def up(settings: Settings, demo: bool = True, demo_rate: float = 5.0) -> int:
-    """The whole stack on this machine; Ctrl-C / SIGTERM stops everything it started."""
-    logs.configure(settings.log_level, "up")
-    started = time.monotonic()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    kafka = postgres = None
-    children: list[Child] = []
-    try:
+def _wait_ready(children: list[ServiceProcess], stop: threading.Event, timeout: float) -> None:
+    pending = {c.service for c in children}
+    deadline = time.monotonic() + timeout
+    while pending and not stop.is_set() and time.monotonic() < deadline:
+        for child in children:
+            if child.service in pending and child.ready():
+                pending.discard(child.service)
+        time.sleep(0.25)
+    if pending:
+        raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(sorted(pending))}")
+
+
+@dataclass
+class LocalStack:
+    """What ``up`` started, so that it can stop exactly that, in order."""
+
+    run_dir: Path
+    kafka: EmbeddedKafka | None = None
+    postgres: EmbeddedPostgres | None = None
+    children: list[ServiceProcess] = field(default_factory=list)
+
+    def start_servers(self, settings: Settings) -> Settings:
+        """Embedded broker and database unless configured; the settings that point at them."""
         if not settings.kafka_bootstrap_servers:
-            kafka = EmbeddedKafka(port=EMBEDDED_KAFKA_PORT).start()
-            settings = settings.with_(kafka_bootstrap_servers=kafka.bootstrap_servers)
+            self.kafka = EmbeddedKafka(port=settings.embedded_kafka_port, log_dir=self.run_dir).start()
+            settings = settings.with_(kafka_bootstrap_servers=self.kafka.bootstrap_servers,
+                                      kafka_profile="embedded")
         if not settings.database_url:
-            postgres = EmbeddedPostgres().start()
-            settings = settings.with_(database_url=postgres.url)
-        secret = settings.audit_api_secret or secrets.token_urlsafe(48)
-        settings = settings.with_(audit_api_secret=secret)
+            self.postgres = EmbeddedPostgres().start()
+            settings = settings.with_(database_url=self.postgres.url)
+        return settings.with_(audit_api_secret=settings.audit_api_secret or secrets.token_urlsafe(48))
+
+    def start_services(self, settings: Settings) -> None:
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
             "DATABASE_URL": settings.database_url,
-            "AUDIT_API_SECRET": secret,
-            "KAFKA_PROFILE": settings.kafka_profile if not kafka else "embedded",
+            "AUDIT_API_SECRET": settings.audit_api_secret,
+            "KAFKA_PROFILE": settings.kafka_profile,
             "LOG_LEVEL": settings.log_level,
         }
-        for name, port in WEB_PORTS.items():
-            children.append(Child(name, subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "run", name], env={**env, "WEB_PORT": str(port)},
-                preexec_fn=die_with_parent),  # noqa: PLW1509 - only calls prctl
-                f"http://{settings.web_host}:{port}"))
-        children.append(Child("audit", subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run", "audit"], env=env,
-            preexec_fn=die_with_parent),  # noqa: PLW1509 - only calls prctl
-            f"http://{settings.audit_api_host}:{settings.audit_api_port}"))
-        pending = {c.name for c in children}
-        deadline = time.monotonic() + 120
-        while pending and not stop.is_set() and time.monotonic() < deadline:
-            for child in children:
-                if child.process.poll() is not None:
-                    raise RuntimeError(f"{child.name} exited with {child.process.returncode}")
-                if child.name in pending and _ready(child.url):
-                    pending.discard(child.name)
-            time.sleep(0.25)
-        if pending:
-            raise RuntimeError(f"not ready after 120 s: {', '.join(sorted(pending))}")
-        token = issue_token(secret, "auditor", "up", settings.token_ttl_seconds)
-        _print_banner(settings, children, kafka, postgres, token, time.monotonic() - started)
-        demo_thread = None
+        for name, offset in WEB_PORT_OFFSETS.items():
+            self.children.append(ServiceProcess(name, {**env, "DATA_DIR": str(self.run_dir / name)},
+                                                settings.web_port + offset, self.run_dir / f"{name}.log",
+                                                settings.web_host))
+        self.children.append(ServiceProcess("audit", {**env, "DATA_DIR": str(self.run_dir / "audit")},
+                                            settings.audit_api_port, self.run_dir / "audit.log",
+                                            settings.audit_api_host))
+        for child in self.children:
+            child.start()
+
+    def supervise(self, stop: threading.Event) -> int:
+        """Wait for ``stop``; 1 if a service died on its own."""
+        while not stop.is_set():
+            for child in self.children:
+                if child.exited() is not None:
+                    log.error("%s exited with %s; stopping (log: %s)", child.service, child.exited(),
+                              child.log_path)
+                    return 1
+            stop.wait(0.5)
+        return 0
+
+    def stop(self, grace: float) -> None:
+        """Services first (they drain and commit), then the broker and the database."""
+        _stop_children(self.children, grace)
+        if self.kafka is not None:
+            self.kafka.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+def up(settings: Settings, demo: bool = True, demo_rate: float = 5.0) -> int:
+    """The whole stack on this machine; Ctrl-C / SIGTERM stops everything it started.
+
+    Children run in their own sessions, so a terminal's Ctrl-C reaches only
+    this process, which stops the services first and the broker and database
+    last (a service never loses its broker mid-shutdown).
+    """
+    logs.configure(settings.log_level, "up")
+    started = time.monotonic()
+    stop = threading.Event()
+
+    def interrupt(*_) -> None:  # Ctrl-C or SIGTERM, even where a shell ignored SIGINT for us
+        if not stop.is_set():
+            stop.set()
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    run_dir = Path(settings.data_dir or tempfile.mkdtemp(prefix="refund-ledger-up-"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stack, demo_thread = LocalStack(run_dir), None
+    try:
+        settings = stack.start_servers(settings)
+        stack.start_services(settings)
+        _wait_ready(stack.children, stop, READY_TIMEOUT)
+        token = issue_token(settings.audit_api_secret, "auditor", "up", settings.token_ttl_seconds)
+        _print_banner(settings, stack, token, time.monotonic() - started)
         if demo:
             from services.cli.simulate import run_in_thread
 
             demo_thread = run_in_thread(settings, rate=demo_rate, stop=stop)
-        while not stop.is_set():
-            for child in children:
-                if child.process.poll() is not None:
-                    log.error("%s exited with %s; stopping", child.name, child.process.returncode)
-                    stop.set()
-            stop.wait(0.5)
-        if demo_thread is not None:
-            demo_thread.join(10)
-        return 0
+        return stack.supervise(stop)
     except KeyboardInterrupt:
         return 0
     finally:
         stop.set()
+        if demo_thread is not None:
+            demo_thread.join(10)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
-        _stop_children(children)
-        if kafka is not None:
-            kafka.stop()
-        if postgres is not None:
-            postgres.stop()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop(settings.shutdown_grace + 5)
         print("refund-ledger: stopped everything it started", file=sys.stderr)
 
 
-def _print_banner(settings: Settings, children: list[Child], kafka, postgres, token: str,
-                  seconds: float) -> None:
+def _print_banner(settings: Settings, stack: LocalStack, token: str, seconds: float) -> None:
     lines = [
         "",
         f"refund-ledger is up ({seconds:.0f} s). Ctrl-C stops everything.",
         f"  Kafka            {settings.kafka_bootstrap_servers}"
-        + ("  (embedded Tansu, in memory)" if kafka else ""),
-        f"  PostgreSQL       {settings.database_url}" + ("  (embedded, temporary)" if postgres else ""),
+        + ("  (embedded Tansu, in memory)" if stack.kafka else ""),
+        f"  PostgreSQL       {settings.database_url}" + ("  (embedded, temporary)" if stack.postgres else ""),
     ]
-    for child in children:
-        what = "audit API + console" if child.name == "audit" else "metrics/health"
-        lines.append(f"  {child.name:<16} {child.url}  ({what}, pid {child.process.pid})")
+    for child in stack.children:
+        what = "audit API + console" if child.service == "audit" else "metrics/health"
+        lines.append(f"  {child.service:<16} {child.url}  ({what}, pid {child.pid})")
     base = f"http://{settings.audit_api_host}:{settings.audit_api_port}"
     lines += [
         f"  OpenAPI          {base}/openapi.json",
+        f"  Logs             {stack.run_dir}/*.log",
         "",
         "An auditor token for this session:",
         f"  export TOKEN={token}",

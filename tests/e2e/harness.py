@@ -4,15 +4,9 @@ broker and database, and talk to them over real connections."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +14,8 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.kit.embedded import die_with_parent, free_port
+from services.cli import processes
+from services.kit.embedded import free_port
 
 T = TypeVar("T")
 
@@ -37,56 +32,17 @@ def wait_for(probe: Callable[[], T], timeout: float, what: str, interval: float 
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
 
 
-class ServiceProcess:
-    """One ``refund-ledger run SERVICE`` child process with its own log file."""
+class ServiceProcess(processes.ServiceProcess):
+    """A service under test: a random port, its own log and data directories."""
 
     def __init__(self, service: str, env: dict[str, str]) -> None:
-        self.service = service
-        self.port = free_port()
-        port_key = "AUDIT_API_PORT" if service == "audit" else "WEB_PORT"
-        self.env = {**os.environ, **env, port_key: str(self.port), "DATA_DIR": tempfile.mkdtemp()}
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(tempfile.mkdtemp(prefix=f"{service}-")) / "service.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> ServiceProcess:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "run", self.service], env=self.env,
-                stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-        return self
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
-        request = urllib.request.Request(self.url + path)
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                body = response.read()
-                status = response.status
-        except urllib.error.HTTPError as error:
-            body, status = error.read(), error.code
-        try:
-            return status, json.loads(body)
-        except ValueError:
-            return status, body.decode(errors="replace")
-
-    def ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"{self.service} exited with {self.process.returncode}:\n{self.log_tail()}")
-        try:
-            return self.get("/readyz")[0] == 200
-        except OSError:
-            return False
+        log_path = Path(tempfile.mkdtemp(prefix=f"{service}-")) / "service.log"
+        super().__init__(service, {**os.environ, **env, "DATA_DIR": tempfile.mkdtemp()}, free_port(), log_path)
 
     def wait_ready(self, timeout: float = 120) -> ServiceProcess:
         try:
             wait_for(self.ready, timeout, f"{self.service} to be ready", interval=0.25)
-        except AssertionError as error:
+        except (AssertionError, RuntimeError) as error:
             raise AssertionError(f"{error}\n--- {self.service} log ---\n{self.log_tail()}") from None
         return self
 
@@ -100,20 +56,6 @@ class ServiceProcess:
                 if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                     total += sample.value
         return total
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.kill()
 
 
 def start_all(processes: Iterable[ServiceProcess], timeout: float = 120) -> list[ServiceProcess]:
@@ -146,7 +88,7 @@ async def _read_topic(bootstrap: str, topic: str, timeout: float) -> list[Any]:
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - metadata of a new topic
+            await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(topic) or set()
         assignment = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assignment)
@@ -154,7 +96,10 @@ async def _read_topic(bootstrap: str, topic: str, timeout: float) -> list[Any]:
         end = await consumer.end_offsets(assignment)
         records = []
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any([await consumer.position(tp) < end[tp] for tp in assignment]):
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end[tp] for tp in assignment])
+
+        while time.monotonic() < deadline and await behind():
             batch = await consumer.getmany(timeout_ms=200)
             for messages in batch.values():
                 records.extend(messages)
