@@ -80,6 +80,7 @@ class Settings:
     log_level: str = "info"                  # LOG_LEVEL
     shutdown_grace: float = 20.0             # SHUTDOWN_GRACE seconds from SIGTERM to a forced exit
     schemas_dir: str = ""                    # SCHEMAS_DIR; empty = the repository's schemas/
+    rules_file: str = ""                     # RULES_FILE; empty = services/kit/reference/rules.json
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -119,6 +120,7 @@ class Settings:
             log_level=env.get("LOG_LEVEL", "info").lower(),
             shutdown_grace=_number(env, "SHUTDOWN_GRACE", 20.0),
             schemas_dir=env.get("SCHEMAS_DIR", ""),
+            rules_file=env.get("RULES_FILE", ""),
         )
 
     def with_(self, **changes) -> Settings:
