@@ -12,7 +12,8 @@ import faust
 from faust.contrib.asgi import serve_asgi
 
 from services.audit.api import create_api
-from services.audit.projections import LEDGER_TOPICS, Projection, create_schema
+from services.audit.projections import FOLLOWED_TOPICS, Projection, create_schema
+from services.kit.auth import check_secret
 from services.kit.kafka import ensure_topics
 from services.kit.runtime import create_faust_app, raw_message
 from services.kit.settings import Settings
@@ -86,10 +87,11 @@ class AuditRuntime:
 
 def build_worker(settings: Settings) -> tuple[faust.App, AuditRuntime]:
     settings.require("database_url", "audit_api_secret")
+    check_secret(settings.audit_api_secret)
     app = create_faust_app("audit", settings.with_(web_port=settings.audit_api_port,
                                                    web_host=settings.audit_api_host))
     runtime = AuditRuntime(settings)
-    topic = app.topic(*(settings.topic(t) for t in LEDGER_TOPICS), key_serializer="raw",
+    topic = app.topic(*(settings.topic(t) for t in FOLLOWED_TOPICS), key_serializer="raw",
                       value_serializer="raw", partitions=settings.topic_partitions)
 
     @app.agent(topic, name="audit.project_ledger_events")

@@ -23,14 +23,14 @@ class Principal:
     expires_at: datetime
 
 
-def _check_secret(secret: str) -> None:
+def check_secret(secret: str) -> None:
     if len(secret.encode()) < MIN_SECRET_BYTES:
         raise ValueError(f"AUDIT_API_SECRET must be at least {MIN_SECRET_BYTES} bytes")
 
 
 def issue_token(secret: str, role: str, subject: str, ttl_seconds: int,
                 now: datetime | None = None) -> str:
-    _check_secret(secret)
+    check_secret(secret)
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
     now = now or datetime.now(timezone.utc)
@@ -40,6 +40,7 @@ def issue_token(secret: str, role: str, subject: str, ttl_seconds: int,
 
 
 def verify_token(secret: str, token: str) -> Principal:
+    check_secret(secret)  # a short key would make every token guessable
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=ISSUER,
                             options={"require": ["exp", "iat", "sub", "iss"]})
