@@ -21,11 +21,12 @@ import asyncpg
 from services.kit import metrics
 from services.kit.envelope import RawMessage, parse_time
 from services.kit.iban import bank_code
+from services.kit.topics import LEDGER_TOPICS
 
 log = logging.getLogger(__name__)
 
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
-LEDGER_TOPICS = ("ledger.payments", "ledger.visas", "ledger.refunds", "ledger.notifications", "rejections")
+FOLLOWED_TOPICS = (*LEDGER_TOPICS, "rejections")
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,10 @@ from pathlib import Path
 
 from services.kit.envelope import RawMessage, Rejected, SchemaRegistry, parse, resolve_schemas_dir
 from services.kit.settings import Settings
+from services.kit.topics import INBOUND_TYPES
 
-#: Which inbound types each topic accepts (the services' handler tables agree; a test checks it).
-TOPIC_TYPES: dict[str, frozenset[str]] = {
-    "payments": frozenset({"payment.recorded", "payment.acknowledged", "fee.charged"}),
-    "visas": frozenset({"visa.issued", "visa.status_changed"}),
-    "cancellations": frozenset({"visa.cancellation_requested", "visa.cancellation_accepted"}),
-    "refund-requests": frozenset({"refund.requested"}),
-    "bank-returns": frozenset({"refund.completed", "refund.failed"}),
-}
+#: Which inbound types each partner topic accepts (the kit's table, the services use the same).
+TOPIC_TYPES = INBOUND_TYPES
 
 
 def check_lines(lines, registry: SchemaRegistry, topic: str | None) -> list[tuple[int, str, str]]:

@@ -30,6 +30,7 @@ from services.kit import metrics
 from services.kit.envelope import Envelope, RawMessage, Rejected, SchemaRegistry, parse
 from services.kit.rejections import Rejection, encode_bytes
 from services.kit.store import IngressId, LedgerApplication, kafka_tracking
+from services.kit.topics import INBOUND_TYPES, is_partner_topic
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class BatchOutcome:
     applied: int = 0
     skipped_offsets: int = 0
     duplicates: int = 0
+    passed_over: int = 0
     rejected: Tally = field(default_factory=Tally)
     notification_ids: Sequence[int] = ()
 
@@ -134,12 +136,20 @@ class Ingress:
     registry: SchemaRegistry
     handlers: dict[str, Handler]
     rejectable: tuple[type[Exception], ...] = ()
+    topic_prefix: str = ""
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     _positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
 
     @property
     def accepted_types(self) -> frozenset[str]:
         return frozenset(self.handlers)
+
+    def _accepted_on(self, topic: str) -> tuple[frozenset[str], bool]:
+        """The types accepted on ``topic``, and whether it is a followed ledger topic."""
+        logical = topic[len(self.topic_prefix):] if topic.startswith(self.topic_prefix) else topic
+        if is_partner_topic(logical):
+            return INBOUND_TYPES[logical] & self.accepted_types, False
+        return self.registry.types, True
 
     def apply(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """Apply one batch (blocking; run it in the kit's executor)."""
@@ -183,7 +193,9 @@ class Ingress:
             (p.source, p.id) for p in parsed if isinstance(p, Envelope))
         uow, work = UnitOfWork(self.app), _BatchWork()
         for message, item in zip(fresh, parsed, strict=True):
-            if isinstance(item, Rejected):
+            if item is None:
+                outcome.passed_over += 1
+            elif isinstance(item, Rejected):
                 work.rejections.append(self._rejection(message, item, None))
             elif (item.source, item.id) in seen:
                 self._duplicate(message, item, seen[(item.source, item.id)], work, outcome)
@@ -219,11 +231,17 @@ class Ingress:
                 fresh.append(message)
         return fresh
 
-    def _parse(self, message: RawMessage) -> Envelope | Rejected:
+    def _parse(self, message: RawMessage) -> Envelope | Rejected | None:
+        """The validated envelope, the rejection, or None for a ledger event of no use here."""
+        accepted, following = self._accepted_on(message.topic)
         try:
-            return parse(message, self.registry, self.accepted_types)
+            envelope = parse(message, self.registry, accepted)
         except Rejected as rejected:
             return rejected
+        if following and envelope.type not in self.handlers:
+            metrics.EVENTS_PASSED_OVER.labels(message.topic, envelope.type).inc()
+            return None
+        return envelope
 
     def _duplicate(self, message: RawMessage, item: Envelope, digest: str, work: _BatchWork,
                    outcome: BatchOutcome) -> None:

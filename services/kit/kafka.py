@@ -13,13 +13,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from services.kit.settings import Settings
+from services.kit.topics import ALL_TOPICS
 
 log = logging.getLogger(__name__)
 
-INBOUND_TOPICS = ("payments", "visas", "cancellations", "refund-requests", "bank-returns")
-OUTBOUND_TOPICS = ("ledger.payments", "ledger.visas", "ledger.refunds", "ledger.notifications",
-                   "bank-refund-orders", "rejections")
-ALL_TOPICS = INBOUND_TOPICS + OUTBOUND_TOPICS
 
 
 @dataclass(frozen=True)

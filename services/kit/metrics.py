@@ -22,6 +22,9 @@ EVENTS_DUPLICATE = Counter(
     "refund_ledger_events_duplicate_total",
     "Inbound records recognised as already applied (kind=offset: redelivered record; "
     "kind=event_id: same CloudEvent id re-sent).", ["topic", "kind"])
+EVENTS_PASSED_OVER = Counter(
+    "refund_ledger_events_passed_over_total",
+    "Ledger events on a followed topic whose type this service has no use for.", ["topic", "type"])
 BATCH_SECONDS = Histogram(
     "refund_ledger_batch_processing_seconds", "Time to apply one ingress batch in one transaction.",
     buckets=_LATENCY_BUCKETS)

@@ -126,7 +126,7 @@ class LedgerRuntime(Service):
             self.health, self.stopping)
         self.ingress = Ingress(app=self.application, service=self.spec.name, registry=registry,
                                handlers=self.spec.handlers(self.application),
-                               rejectable=self.spec.rejectable)
+                               rejectable=self.spec.rejectable, topic_prefix=self.settings.topic_prefix)
         await retry_forever("broker", self.publisher.start, self.health, self.stopping)
         self.relay = OutboxRelay(self.application, self.spec.name, self.spec.translate, self.publisher,
                                  self.executor, batch=self.settings.relay_batch,

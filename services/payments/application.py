@@ -9,7 +9,7 @@ from eventsourcing.application import AggregateNotFoundError
 from services.kit.envelope import Envelope
 from services.kit.ingress import Handler, UnitOfWork
 from services.kit.store import LedgerApplication
-from services.payments.domain import Balance, Payment, UnknownPayment
+from services.payments.domain import Balance, Payment, RefundHold, UnknownPayment
 
 
 class BalanceView(TypedDict):
@@ -59,7 +59,7 @@ def record_payment(uow: UnitOfWork, envelope: Envelope) -> None:
         balance = Balance(beneficiary_id=facts["beneficiary_id"], agency=facts["agency"],
                           service_code=facts["service_code"])
         uow.add(balance)
-    balance.credit(payment_id=data["payment_id"], amount=facts["amount"],
+    balance.credit(payment_id=data["payment_id"], payer_iban=facts["payer_iban"], amount=facts["amount"],
                    occurred_at=facts["paid_at"], origin=where)
 
 
@@ -83,9 +83,54 @@ def charge_fee(uow: UnitOfWork, envelope: Envelope) -> None:
                    occurred_at=envelope.at("charged_at"), origin=envelope.origin)
 
 
+def hold_for_refund(uow: UnitOfWork, envelope: Envelope) -> None:
+    """A bank-channel refund request (from the refunds service): hold or refuse, once."""
+    d = envelope.data
+    if d["channel"] != "BANK" or uow.get(RefundHold.create_id(d["refund_id"])) is not None:
+        return  # other channels do not draw on a SADAD balance; a repeat changes nothing
+    key = {"beneficiary_id": d["beneficiary_id"], "agency": d["agency"], "service_code": d["service_code"]}
+    balance: Balance | None = uow.get(Balance.create_id(**key))
+    if balance is None:
+        refusal: tuple[str, str] | None = (
+            "no_balance", f"no payment for beneficiary {d['beneficiary_id']} for {d['service_code']} at "
+                          f"{d['agency']}: a refund names the same beneficiary and service that were paid")
+    else:
+        refusal = balance.refusal(iban=d["iban"], amount=d["amount"])
+    at = envelope.time
+    if refusal is None:
+        assert balance is not None
+        balance.hold(refund_id=d["refund_id"], amount=d["amount"], occurred_at=at, origin=envelope.origin)
+    uow.add(RefundHold(refund_id=d["refund_id"], balance_key=key, amount=d["amount"], iban=d["iban"],
+                       refused_rule=refusal[0] if refusal else None, refused_reason=refusal[1] if refusal else None,
+                       occurred_at=at, origin=envelope.origin))
+
+
+def _close_hold(uow: UnitOfWork, envelope: Envelope, completed: bool) -> None:
+    hold: RefundHold | None = uow.get(RefundHold.create_id(envelope.data["refund_id"]))
+    if hold is None or not hold.open:
+        return  # no hold (a visa or Absher refund), or already closed: nothing to do
+    balance: Balance = uow.get(Balance.create_id(**hold.balance_key))
+    movement = balance.post_hold if completed else balance.release_hold
+    movement(refund_id=hold.refund_id, amount=hold.amount, occurred_at=envelope.time, origin=envelope.origin)
+    hold.close(completed=completed, occurred_at=envelope.time, origin=envelope.origin)
+
+
+def post_refund(uow: UnitOfWork, envelope: Envelope) -> None:
+    """The bank paid a held refund."""
+    _close_hold(uow, envelope, completed=True)
+
+
+def release_refund(uow: UnitOfWork, envelope: Envelope) -> None:
+    """The bank could not pay: the hold is released."""
+    _close_hold(uow, envelope, completed=False)
+
+
 def handlers(_: LedgerApplication) -> dict[str, Handler]:
     return {
         "payment.recorded": record_payment,
         "payment.acknowledged": acknowledge_payment,
         "fee.charged": charge_fee,
+        "ledger.refund.requested": hold_for_refund,
+        "ledger.refund.completed": post_refund,
+        "ledger.refund.failed": release_refund,
     }

@@ -123,6 +123,7 @@ class Balance(Aggregate):
         self.service_code = service_code
         self.credited = self.charged = self.held = self.refunded = 0
         self.charges: dict[str, int] = {}
+        self.payer_ibans: list[str] = []
 
     @property
     def available(self) -> int:
@@ -146,14 +147,64 @@ class Balance(Aggregate):
         return {"beneficiary_id": self.beneficiary_id, "agency": self.agency,
                 "service_code": self.service_code}
 
-    def credit(self, *, payment_id: str, amount: int, occurred_at: datetime, origin: dict[str, Any]) -> None:
-        self._credited(key=self.key, payment_id=payment_id, amount=amount, occurred_at=occurred_at,
-                       origin=origin, balance_after=self.totals(credited=self.credited + amount))
+    def credit(self, *, payment_id: str, payer_iban: str, amount: int, occurred_at: datetime,
+               origin: dict[str, Any]) -> None:
+        self._credited(key=self.key, payment_id=payment_id, payer_iban=payer_iban, amount=amount,
+                       occurred_at=occurred_at, origin=origin,
+                       balance_after=self.totals(credited=self.credited + amount))
 
     @event("Credited")
-    def _credited(self, key: dict[str, str], payment_id: str, amount: int, occurred_at: datetime,
-                  origin: dict[str, Any], balance_after: dict[str, int]) -> None:
+    def _credited(self, key: dict[str, str], payment_id: str, payer_iban: str, amount: int,
+                  occurred_at: datetime, origin: dict[str, Any], balance_after: dict[str, int]) -> None:
         self.credited = balance_after["credited"]
+        if payer_iban not in self.payer_ibans:
+            self.payer_ibans.append(payer_iban)
+
+    def refusal(self, *, iban: str, amount: int) -> tuple[str, str] | None:
+        """Why a refund of ``amount`` to ``iban`` may not be held here, or None.
+
+        The money goes back only to an account that paid into this balance,
+        and never more than is available.
+        """
+        if iban not in self.payer_ibans:
+            return ("iban_not_payer", "the refund IBAN did not pay for this service; a refund goes back "
+                                      "only to the account that paid")
+        if amount > self.available:
+            return ("insufficient_balance", f"{amount} halalas exceed the available balance of "
+                                            f"{self.available} halalas")
+        return None
+
+    def hold(self, *, refund_id: str, amount: int, occurred_at: datetime, origin: dict[str, Any]) -> None:
+        """Set ``amount`` aside for a refund until the bank answers."""
+        self.check_can_cover(amount)
+        self._held(key=self.key, refund_id=refund_id, amount=amount, occurred_at=occurred_at, origin=origin,
+                   balance_after=self.totals(held=self.held + amount))
+
+    @event("Held")
+    def _held(self, key: dict[str, str], refund_id: str, amount: int, occurred_at: datetime,
+              origin: dict[str, Any], balance_after: dict[str, int]) -> None:
+        self.held = balance_after["held"]
+
+    def post_hold(self, *, refund_id: str, amount: int, occurred_at: datetime, origin: dict[str, Any]) -> None:
+        """The bank paid: the held amount is now refunded."""
+        self._refunded(key=self.key, refund_id=refund_id, amount=amount, occurred_at=occurred_at, origin=origin,
+                       balance_after=self.totals(held=self.held - amount, refunded=self.refunded + amount))
+
+    @event("Refunded")
+    def _refunded(self, key: dict[str, str], refund_id: str, amount: int, occurred_at: datetime,
+                  origin: dict[str, Any], balance_after: dict[str, int]) -> None:
+        self.held = balance_after["held"]
+        self.refunded = balance_after["refunded"]
+
+    def release_hold(self, *, refund_id: str, amount: int, occurred_at: datetime, origin: dict[str, Any]) -> None:
+        """The bank could not pay: the held amount is available again."""
+        self._released(key=self.key, refund_id=refund_id, amount=amount, occurred_at=occurred_at, origin=origin,
+                       balance_after=self.totals(held=self.held - amount))
+
+    @event("Released")
+    def _released(self, key: dict[str, str], refund_id: str, amount: int, occurred_at: datetime,
+                  origin: dict[str, Any], balance_after: dict[str, int]) -> None:
+        self.held = balance_after["held"]
 
     def charge(self, *, charge_id: str, amount: int, occurred_at: datetime, origin: dict[str, Any]) -> None:
         """Charge a service fee. The same charge id with the same amount is a repeat."""
@@ -171,3 +222,38 @@ class Balance(Aggregate):
                  origin: dict[str, Any], balance_after: dict[str, int]) -> None:
         self.charged = balance_after["charged"]
         self.charges[charge_id] = amount
+
+
+class RefundHold(Aggregate):
+    """The payments side of one refund: held on a balance, or refused with the rule.
+
+    Keyed by refund id, so a redelivered request, completion or failure
+    changes nothing: each transition happens once, in order.
+    """
+
+    @staticmethod
+    def create_id(refund_id: str) -> UUID:
+        return uuid5(NAMESPACE, f"hold:{refund_id}")
+
+    @event("Decided")
+    def __init__(self, *, refund_id: str, balance_key: dict[str, str], amount: int, iban: str,
+                 refused_rule: str | None, refused_reason: str | None, occurred_at: datetime,
+                 origin: dict[str, Any]) -> None:
+        self.refund_id = refund_id
+        self.balance_key = balance_key
+        self.amount = amount
+        self.iban = iban
+        self.state = "REFUSED" if refused_rule else "HELD"
+
+    @property
+    def open(self) -> bool:
+        return self.state == "HELD"
+
+    def close(self, *, completed: bool, occurred_at: datetime, origin: dict[str, Any]) -> None:
+        """The bank answered; a closed hold ignores further answers."""
+        if self.open:
+            self._closed(refund_id=self.refund_id, completed=completed, occurred_at=occurred_at, origin=origin)
+
+    @event("Closed")
+    def _closed(self, refund_id: str, completed: bool, occurred_at: datetime, origin: dict[str, Any]) -> None:
+        self.state = "POSTED" if completed else "RELEASED"

@@ -10,8 +10,11 @@ from services.payments.domain import (
     InsufficientBalance,
     Payment,
     PaymentConflict,
+    RefundHold,
 )
 
+IBAN_OWN = "SA0380000000608010167519"
+IBAN_OTHER = "SA4420000001234567891234"
 PAID_AT = datetime(2026, 11, 1, 9, 30, tzinfo=timezone.utc)
 ORIGIN = {"source": "bank/80", "id": "evt-1", "type": "payment.recorded"}
 FACTS = dict(beneficiary_id="1012345678", payer_id="1012345678", payer_iban="SA0380000000608010167519",
@@ -70,7 +73,7 @@ def test_acknowledges_once_and_ignores_repeats():
 
 def test_credit_then_charge_leaves_the_difference_available():
     balance = new_balance()
-    balance.credit(payment_id="PAY-1", amount=30000, occurred_at=PAID_AT, origin=ORIGIN)
+    balance.credit(payment_id="PAY-1", payer_iban=IBAN_OWN, amount=30000, occurred_at=PAID_AT, origin=ORIGIN)
     balance.charge(charge_id="CHG-1", amount=20000, occurred_at=PAID_AT, origin=ORIGIN)
     events = balance.collect_events()
     assert [type(e) for e in events] == [Balance.Opened, Balance.Credited, Balance.Charged]
@@ -81,7 +84,7 @@ def test_credit_then_charge_leaves_the_difference_available():
 
 def test_rejects_a_charge_that_would_make_the_balance_negative():
     balance = new_balance()
-    balance.credit(payment_id="PAY-1", amount=100, occurred_at=PAID_AT, origin=ORIGIN)
+    balance.credit(payment_id="PAY-1", payer_iban=IBAN_OWN, amount=100, occurred_at=PAID_AT, origin=ORIGIN)
     with pytest.raises(InsufficientBalance):
         balance.charge(charge_id="CHG-1", amount=101, occurred_at=PAID_AT, origin=ORIGIN)
     assert balance.available == 100
@@ -89,7 +92,7 @@ def test_rejects_a_charge_that_would_make_the_balance_negative():
 
 def test_a_repeated_charge_id_is_applied_once():
     balance = new_balance()
-    balance.credit(payment_id="PAY-1", amount=500, occurred_at=PAID_AT, origin=ORIGIN)
+    balance.credit(payment_id="PAY-1", payer_iban=IBAN_OWN, amount=500, occurred_at=PAID_AT, origin=ORIGIN)
     balance.charge(charge_id="CHG-1", amount=200, occurred_at=PAID_AT, origin=ORIGIN)
     balance.charge(charge_id="CHG-1", amount=200, occurred_at=PAID_AT, origin=ORIGIN)
     assert balance.charged == 200
@@ -97,7 +100,69 @@ def test_a_repeated_charge_id_is_applied_once():
 
 def test_rejects_a_charge_id_reused_with_another_amount():
     balance = new_balance()
-    balance.credit(payment_id="PAY-1", amount=500, occurred_at=PAID_AT, origin=ORIGIN)
+    balance.credit(payment_id="PAY-1", payer_iban=IBAN_OWN, amount=500, occurred_at=PAID_AT, origin=ORIGIN)
     balance.charge(charge_id="CHG-1", amount=200, occurred_at=PAID_AT, origin=ORIGIN)
     with pytest.raises(ChargeConflict):
         balance.charge(charge_id="CHG-1", amount=300, occurred_at=PAID_AT, origin=ORIGIN)
+
+
+def funded_balance(amount: int = 30000) -> Balance:
+    balance = new_balance()
+    balance.credit(payment_id="PAY-1", payer_iban=IBAN_OWN, amount=amount, occurred_at=PAID_AT, origin=ORIGIN)
+    balance.collect_events()
+    return balance
+
+
+def test_a_refund_goes_only_to_an_account_that_paid_into_the_balance():
+    balance = funded_balance()
+    assert balance.refusal(iban=IBAN_OWN, amount=30000) is None
+    rule, reason = balance.refusal(iban=IBAN_OTHER, amount=100)
+    assert rule == "iban_not_payer" and "account that paid" in reason
+
+
+def test_a_refund_larger_than_the_available_balance_is_refused_not_clamped():
+    balance = funded_balance(30000)
+    balance.charge(charge_id="CHG-1", amount=20000, occurred_at=PAID_AT, origin=ORIGIN)
+    rule, reason = balance.refusal(iban=IBAN_OWN, amount=10001)
+    assert rule == "insufficient_balance" and "10000" in reason
+    with pytest.raises(InsufficientBalance):
+        balance.hold(refund_id="R-1", amount=10001, occurred_at=PAID_AT, origin=ORIGIN)
+    assert balance.available == 10000
+
+
+def test_a_hold_sets_money_aside_and_the_bank_completion_posts_it():
+    balance = funded_balance(30000)
+    balance.hold(refund_id="R-1", amount=12000, occurred_at=PAID_AT, origin=ORIGIN)
+    assert (balance.held, balance.available) == (12000, 18000)
+    balance.post_hold(refund_id="R-1", amount=12000, occurred_at=PAID_AT, origin=ORIGIN)
+    events = balance.collect_events()
+    assert [type(e) for e in events] == [Balance.Held, Balance.Refunded]
+    assert events[-1].balance_after == {"credited": 30000, "charged": 0, "held": 0, "refunded": 12000,
+                                        "available": 18000}
+
+
+def test_a_bank_failure_releases_the_hold():
+    balance = funded_balance(30000)
+    balance.hold(refund_id="R-1", amount=12000, occurred_at=PAID_AT, origin=ORIGIN)
+    balance.release_hold(refund_id="R-1", amount=12000, occurred_at=PAID_AT, origin=ORIGIN)
+    events = balance.collect_events()
+    assert [type(e) for e in events] == [Balance.Held, Balance.Released]
+    assert (balance.held, balance.refunded, balance.available) == (0, 0, 30000)
+
+
+def test_a_hold_closes_once_whatever_the_bank_says_afterwards():
+    hold = RefundHold(refund_id="R-1", balance_key={"beneficiary_id": "1012345678"}, amount=100, iban=IBAN_OWN,
+                      refused_rule=None, refused_reason=None, occurred_at=PAID_AT, origin=ORIGIN)
+    hold.close(completed=True, occurred_at=PAID_AT, origin=ORIGIN)
+    hold.close(completed=False, occurred_at=PAID_AT, origin=ORIGIN)
+    assert hold.state == "POSTED"
+    assert [type(e) for e in hold.collect_events()] == [RefundHold.Decided, RefundHold.Closed]
+
+
+def test_a_refused_hold_records_the_rule_and_never_opens():
+    hold = RefundHold(refund_id="R-2", balance_key={"beneficiary_id": "1012345678"}, amount=100, iban=IBAN_OTHER,
+                      refused_rule="iban_not_payer", refused_reason="not the paying account", occurred_at=PAID_AT,
+                      origin=ORIGIN)
+    hold.close(completed=True, occurred_at=PAID_AT, origin=ORIGIN)
+    assert hold.state == "REFUSED" and not hold.open
+    assert [type(e) for e in hold.collect_events()] == [RefundHold.Decided]
