@@ -29,7 +29,7 @@ from eventsourcing.persistence import IntegrityError
 from services.kit import metrics
 from services.kit.envelope import Envelope, RawMessage, Rejected, SchemaRegistry, parse
 from services.kit.rejections import Rejection, encode_bytes
-from services.kit.store import IngressId, LedgerApplication, kafka_tracking
+from services.kit.store import IngressId, LedgerApplication, TimerChange, kafka_tracking
 from services.kit.topics import INBOUND_TYPES, is_partner_topic
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class UnitOfWork:
         self._repository = app.repository
         self._aggregates: dict[UUID, Aggregate] = {}
         self._savepoint: dict[UUID, tuple[Aggregate | None, int]] = {}
+        self.timer_changes: list[TimerChange] = []
+        self._timers_at_savepoint = 0
 
     def get(self, aggregate_id: UUID) -> Any:
         """The aggregate with this id as the batch sees it, or None."""
@@ -81,8 +83,16 @@ class UnitOfWork:
             current._pending_events = pending
         self._savepoint[aggregate_id] = (state, len(pending))
 
+    def schedule(self, name: str, key: str, due_at: datetime) -> None:
+        """Set a durable timer; the service's timer handler ``name`` runs once it is due."""
+        self.timer_changes.append(TimerChange(name, key, due_at))
+
+    def cancel(self, name: str, key: str) -> None:
+        self.timer_changes.append(TimerChange(name, key, None))
+
     def begin(self) -> None:
         self._savepoint.clear()
+        self._timers_at_savepoint = len(self.timer_changes)
 
     def rollback(self) -> None:
         for aggregate_id, (state, n_pending) in self._savepoint.items():
@@ -92,6 +102,7 @@ class UnitOfWork:
             state._pending_events = self._aggregates[aggregate_id]._pending_events[:n_pending]
             self._aggregates[aggregate_id] = state
         self._savepoint.clear()
+        del self.timer_changes[self._timers_at_savepoint:]
 
     @property
     def aggregates(self) -> list[Aggregate]:
@@ -102,6 +113,12 @@ class Handler(Protocol):
     """What a service provides: apply one validated event to its domain."""
 
     def __call__(self, uow: UnitOfWork, envelope: Envelope) -> None: ...
+
+
+class TimerHandler(Protocol):
+    """What a service does when one of its timers is due (``now`` is the firing time)."""
+
+    def __call__(self, uow: UnitOfWork, key: str, due_at: datetime, now: datetime) -> None: ...
 
 
 @dataclass
@@ -137,6 +154,7 @@ class Ingress:
     handlers: dict[str, Handler]
     rejectable: tuple[type[Exception], ...] = ()
     topic_prefix: str = ""
+    timer_handlers: dict[str, TimerHandler] = field(default_factory=dict)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     _positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
 
@@ -169,6 +187,37 @@ class Ingress:
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(messages))
         return outcome
+
+    def fire_timers(self, limit: int = 500) -> int:
+        """Run the handlers of due timers in one transaction; each fires once.
+
+        A handler's domain error is logged and its timer dropped (a timer never
+        blocks the others); an outage or a conflicting writer leaves every timer
+        in place for the next round.
+        """
+        now = self.clock()
+        due = self.app.ingress_recorder.due_timers(now, limit)
+        if not due:
+            return 0
+        uow = UnitOfWork(self.app)
+        for timer in due:
+            uow.cancel(timer.name, timer.key)  # before the handler: it may set the timer again
+            uow.begin()
+            try:
+                self.timer_handlers[timer.name](uow, timer.key, timer.due_at, now)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception:  # a bug in one timer must not stop the rest: log it, drop it
+                uow.rollback()
+                log.exception("timer handler failed", extra={"timer": timer.name, "key": timer.key})
+        try:
+            recordings = self.app.save(*uow.aggregates, timers=uow.timer_changes)
+        except IntegrityError:
+            self.forget_cached_state()
+            return 0
+        for timer in due:
+            metrics.TIMERS_FIRED.labels(timer.name).inc()
+        return len(recordings)
 
     def forget_cached_state(self) -> None:
         self._positions.clear()
@@ -210,6 +259,7 @@ class Ingress:
             *uow.aggregates, *work.rejections,
             trackings=[kafka_tracking(t, p, o) for (t, p), o in last.items()],
             ingress_ids=work.ingress_ids,
+            timers=uow.timer_changes,
         )
         self._positions.update(last)
         self._count(work, outcome)

@@ -25,6 +25,8 @@ EVENTS_DUPLICATE = Counter(
 EVENTS_PASSED_OVER = Counter(
     "refund_ledger_events_passed_over_total",
     "Ledger events on a followed topic whose type this service has no use for.", ["topic", "type"])
+TIMERS_FIRED = Counter(
+    "refund_ledger_timers_fired_total", "Durable timers (deadlines) that came due and were acted on.", ["timer"])
 BATCH_SECONDS = Histogram(
     "refund_ledger_batch_processing_seconds", "Time to apply one ingress batch in one transaction.",
     buckets=_LATENCY_BUCKETS)

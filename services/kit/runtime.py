@@ -9,6 +9,7 @@ batches into the tracked :class:`~services.kit.ingress.Ingress` and whose
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
@@ -26,7 +27,7 @@ from mode import Service
 from services.kit import logs
 from services.kit.envelope import RawMessage, SchemaRegistry, resolve_schemas_dir
 from services.kit.executor import BlockingExecutor
-from services.kit.ingress import BatchOutcome, Handler, Ingress
+from services.kit.ingress import BatchOutcome, Handler, Ingress, TimerHandler
 from services.kit.kafka import Publisher, ensure_topics
 from services.kit.outbox import OutboxRelay, Translate
 from services.kit.settings import Settings
@@ -100,6 +101,7 @@ class ServiceSpec:
     translate: Translate
     rejectable: tuple[type[Exception], ...] = ()
     outbound_topics: tuple[str, ...] = field(default=())
+    timer_handlers: Callable[[LedgerApplication], dict[str, TimerHandler]] | None = None
 
 
 class LedgerRuntime(Service):
@@ -113,6 +115,7 @@ class LedgerRuntime(Service):
         self.executor = BlockingExecutor(settings.executor_threads)
         self.publisher = Publisher(settings)
         self.stopping = asyncio.Event()
+        self.writing = asyncio.Lock()  # the ingress and the deadline checks never write at once
         self.initialized = asyncio.Event()
         self.application: LedgerApplication | None = None
         self.ingress: Ingress | None = None
@@ -126,12 +129,16 @@ class LedgerRuntime(Service):
             self.health, self.stopping)
         self.ingress = Ingress(app=self.application, service=self.spec.name, registry=registry,
                                handlers=self.spec.handlers(self.application),
-                               rejectable=self.spec.rejectable, topic_prefix=self.settings.topic_prefix)
+                               rejectable=self.spec.rejectable, topic_prefix=self.settings.topic_prefix,
+                               timer_handlers=(self.spec.timer_handlers(self.application)
+                                               if self.spec.timer_handlers else {}))
         await retry_forever("broker", self.publisher.start, self.health, self.stopping)
         self.relay = OutboxRelay(self.application, self.spec.name, self.spec.translate, self.publisher,
                                  self.executor, batch=self.settings.relay_batch,
                                  poll_interval=self.settings.relay_poll_interval)
         self.add_future(self.relay.run(self.stopping))
+        if self.ingress.timer_handlers:
+            self.add_future(self._fire_timers())
         self.health.add_check("database", self._ping_database)
         self.health.add_check("broker", self._ping_broker)
         self.health.set_problem("startup", None)
@@ -154,12 +161,28 @@ class LedgerRuntime(Service):
         if self.application is not None:
             self.application.close()
 
+    async def _fire_timers(self) -> None:
+        """Act on due deadlines every ``TIMER_INTERVAL``; one writer at a time with the ingress."""
+        assert self.ingress is not None and self.relay is not None
+        while not self.stopping.is_set():
+            try:
+                async with self.writing:
+                    fired = await self.executor.run(self.ingress.fire_timers)
+            except TRANSIENT:
+                log.warning("deadline check failed; retrying", exc_info=True)
+                fired = 0
+            if fired:
+                self.relay.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=self.settings.timer_interval)
+
     async def apply(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """Apply one batch, retrying through database outages (never skipping)."""
         await self.initialized.wait()
         assert self.ingress is not None and self.relay is not None
-        outcome = await retry_forever("ingress", lambda: self.executor.run(self.ingress.apply, messages),
-                                      self.health, self.stopping)
+        async with self.writing:
+            outcome = await retry_forever("ingress", lambda: self.executor.run(self.ingress.apply, messages),
+                                          self.health, self.stopping)
         if outcome.notification_ids:
             self.relay.wake()
         return outcome

@@ -68,6 +68,7 @@ class Settings:
     executor_threads: int = 4                # EXECUTOR_THREADS
     relay_poll_interval: float = 0.2         # RELAY_POLL_INTERVAL seconds
     relay_batch: int = 500                   # RELAY_BATCH notifications per publish
+    timer_interval: float = 5.0              # TIMER_INTERVAL seconds between deadline checks
     aggregate_cache: int = 10000             # AGGREGATE_CACHE_MAXSIZE
     # Web: each service serves /metrics, /healthz, /readyz.
     web_host: str = "127.0.0.1"              # WEB_HOST
@@ -109,6 +110,7 @@ class Settings:
             executor_threads=_number(env, "EXECUTOR_THREADS", 4, int),
             relay_poll_interval=_number(env, "RELAY_POLL_INTERVAL", 0.2),
             relay_batch=_number(env, "RELAY_BATCH", 500, int),
+            timer_interval=_number(env, "TIMER_INTERVAL", 5.0),
             aggregate_cache=_number(env, "AGGREGATE_CACHE_MAXSIZE", 10000, int),
             web_host=env.get("WEB_HOST", "127.0.0.1"),
             web_port=_number(env, "WEB_PORT", 6066, int),

@@ -7,12 +7,16 @@ bookkeeping written in the same transaction as the domain events.
 * ``ingress_ids``: the CloudEvent ``(source, id)`` of every applied event with
   a digest of its content, the idempotency key the public contract promises.
 * ``outbox_positions``: how far the relay has published the notification log.
+* ``timers``: deadlines a service must act on (an SLA, a payment that must be
+  acknowledged), set and cancelled atomically with the events that cause them,
+  so they survive restarts and fire once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -37,6 +41,22 @@ class IngressId:
     offset: int
 
 
+@dataclass(frozen=True)
+class TimerChange:
+    """Set (``due_at``) or cancel (``due_at=None``) the timer ``name``/``key``."""
+
+    name: str
+    key: str
+    due_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    name: str
+    key: str
+    due_at: datetime
+
+
 class IngressRecorder(PostgresProcessRecorder):
     """A process recorder that also records several Kafka positions and the
     CloudEvent ids of a batch atomically with the batch's domain events."""
@@ -46,6 +66,16 @@ class IngressRecorder(PostgresProcessRecorder):
         schema = Identifier(self.datastore.schema)
         self._ingress_table = SQL("{0}.ingress_events").format(schema)
         self._outbox_table = SQL("{0}.outbox_positions").format(schema)
+        self._timers_table = SQL("{0}.timers").format(schema)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {0} ("
+                "name text NOT NULL, key text NOT NULL, due_at timestamptz NOT NULL, "
+                "PRIMARY KEY (name, key))"
+            ).format(self._timers_table)
+        )
+        self.sql_create_statements.append(
+            SQL("CREATE INDEX IF NOT EXISTS timers_due ON {0} (due_at)").format(self._timers_table))
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {0} ("
@@ -80,7 +110,35 @@ class IngressRecorder(PostgresProcessRecorder):
                 ).format(self._ingress_table),
                 [(i.source, i.event_id, i.digest, i.topic, i.partition, i.offset) for i in ingress_ids],
             )
+        self._change_timers(curs, kwargs.get("timers", ()))
         super()._insert_events(curs, stored_events, **kwargs)
+
+    def _change_timers(self, curs: psycopg.Cursor[DictRow], changes: Sequence[TimerChange]) -> None:
+        final = {(c.name, c.key): c.due_at for c in changes}  # the last change of a key wins
+        setting = [(name, key, due) for (name, key), due in final.items() if due is not None]
+        cancelling = [(name, key) for (name, key), due in final.items() if due is None]
+        if setting:
+            curs.executemany(
+                SQL("INSERT INTO {0} (name, key, due_at) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (name, key) DO UPDATE SET due_at = EXCLUDED.due_at").format(self._timers_table),
+                setting)
+        if cancelling:
+            curs.executemany(SQL("DELETE FROM {0} WHERE name = %s AND key = %s").format(self._timers_table),
+                             cancelling)
+
+    def due_timers(self, now: datetime, limit: int) -> list[DueTimer]:
+        """Timers due at ``now``, oldest first."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL("SELECT name, key, due_at FROM {0} WHERE due_at <= %s ORDER BY due_at LIMIT %s")
+                .format(self._timers_table), (now, limit))
+            return [DueTimer(r["name"], r["key"], r["due_at"]) for r in curs.fetchall()]
+
+    def timers(self) -> list[DueTimer]:
+        """Every pending timer (tests and operators)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT name, key, due_at FROM {0} ORDER BY due_at").format(self._timers_table))
+            return [DueTimer(r["name"], r["key"], r["due_at"]) for r in curs.fetchall()]
 
     def seen_digests(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The content digest recorded for each already-applied (source, id)."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from functools import partial
 from typing import TypedDict
 
 from eventsourcing.application import AggregateNotFoundError
 
 from services.kit.envelope import Envelope
-from services.kit.ingress import Handler, UnitOfWork
+from services.kit.ingress import Handler, TimerHandler, UnitOfWork
+from services.kit.rules import Rules, load_rules
+from services.kit.settings import Settings
 from services.kit.store import LedgerApplication
 from services.payments.domain import Balance, Payment, RefundHold, UnknownPayment
 
@@ -23,8 +27,15 @@ class BalanceView(TypedDict):
     available: int
 
 
+UNREFLECTED = "payment.unreflected"
+
+
 class PaymentsApplication(LedgerApplication):
     name = "payments"
+
+    def __init__(self, settings: Settings, schema: str | None = None) -> None:
+        super().__init__(settings, schema)
+        self.rules = load_rules(settings.rules_file)
 
     def balance(self, beneficiary_id: str, agency: str, service_code: str) -> BalanceView | None:
         try:
@@ -35,7 +46,7 @@ class PaymentsApplication(LedgerApplication):
                            **balance.totals())
 
 
-def record_payment(uow: UnitOfWork, envelope: Envelope) -> None:
+def record_payment(uow: UnitOfWork, envelope: Envelope, rules: Rules) -> None:
     data = envelope.data
     facts = {
         "beneficiary_id": data["beneficiary_id"],
@@ -53,6 +64,7 @@ def record_payment(uow: UnitOfWork, envelope: Envelope) -> None:
         return  # the same payment reported again (new CloudEvent id): already counted
     where = envelope.origin
     uow.add(Payment(payment_id=data["payment_id"], origin=where, **facts))
+    uow.schedule(UNREFLECTED, data["payment_id"], facts["paid_at"] + rules.unreflected_payment_after)
     balance_id = Balance.create_id(facts["beneficiary_id"], facts["agency"], facts["service_code"])
     balance: Balance | None = uow.get(balance_id)
     if balance is None:
@@ -69,6 +81,14 @@ def acknowledge_payment(uow: UnitOfWork, envelope: Envelope) -> None:
     if payment is None:
         raise UnknownPayment(f"payment {payment_id} has not been recorded")
     payment.acknowledge(envelope.at("acknowledged_at"), envelope.origin)
+    uow.cancel(UNREFLECTED, payment_id)
+
+
+def flag_unreflected(uow: UnitOfWork, payment_id: str, due_at: datetime, rules: Rules) -> None:
+    """Timer: no acknowledgement in time."""
+    payment: Payment | None = uow.get(Payment.create_id(payment_id))
+    if payment is not None:
+        payment.mark_unreflected(due_at=due_at, rules_version=rules.version)
 
 
 def charge_fee(uow: UnitOfWork, envelope: Envelope) -> None:
@@ -125,12 +145,18 @@ def release_refund(uow: UnitOfWork, envelope: Envelope) -> None:
     _close_hold(uow, envelope, completed=False)
 
 
-def handlers(_: LedgerApplication) -> dict[str, Handler]:
+def handlers(app: LedgerApplication) -> dict[str, Handler]:
+    rules = app.rules if isinstance(app, PaymentsApplication) else load_rules()
     return {
-        "payment.recorded": record_payment,
+        "payment.recorded": partial(record_payment, rules=rules),
         "payment.acknowledged": acknowledge_payment,
         "fee.charged": charge_fee,
         "ledger.refund.requested": hold_for_refund,
         "ledger.refund.completed": post_refund,
         "ledger.refund.failed": release_refund,
     }
+
+
+def timer_handlers(app: LedgerApplication) -> dict[str, TimerHandler]:
+    rules = app.rules if isinstance(app, PaymentsApplication) else load_rules()
+    return {UNREFLECTED: lambda uow, key, due_at, now: flag_unreflected(uow, key, due_at, rules)}

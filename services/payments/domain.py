@@ -79,6 +79,7 @@ class Payment(Aggregate):
         self.paid_at = paid_at
         self.third_party_payer = payer_id != beneficiary_id
         self.acknowledged_at: datetime | None = None
+        self.unreflected_since: datetime | None = None
 
     FACTS = ("beneficiary_id", "payer_id", "payer_iban", "agency", "service_code", "amount",
              "channel", "paid_at")
@@ -92,15 +93,39 @@ class Payment(Aggregate):
                 f"{', '.join(different)}")
 
     def acknowledge(self, acknowledged_at: datetime, origin: dict[str, Any]) -> None:
-        """NIC / the agency system reflected the payment. Repeats change nothing."""
+        """NIC / the agency system reflected the payment. Repeats change nothing.
+
+        A payment flagged as not reflected is resolved by its acknowledgement.
+        """
         if self.acknowledged_at is None:
             self._acknowledged(payment_id=self.payment_id, beneficiary_id=self.beneficiary_id,
                                acknowledged_at=acknowledged_at, origin=origin)
+            if self.unreflected_since is not None:
+                self._unreflected_resolved(payment_id=self.payment_id, beneficiary_id=self.beneficiary_id,
+                                           agency=self.agency, acknowledged_at=acknowledged_at,
+                                           unreflected_since=self.unreflected_since)
 
     @event("Acknowledged")
     def _acknowledged(self, payment_id: str, beneficiary_id: str, acknowledged_at: datetime,
                       origin: dict[str, Any]) -> None:
         self.acknowledged_at = acknowledged_at
+
+    def mark_unreflected(self, *, due_at: datetime, rules_version: str) -> None:
+        """No acknowledgement by ``due_at``: the payment is not reflected at the agency. Once."""
+        if self.acknowledged_at is None and self.unreflected_since is None:
+            self._unreflected(payment_id=self.payment_id, beneficiary_id=self.beneficiary_id, agency=self.agency,
+                              service_code=self.service_code, amount=self.amount, channel=self.channel,
+                              paid_at=self.paid_at, due_at=due_at, rules_version=rules_version)
+
+    @event("Unreflected")
+    def _unreflected(self, payment_id: str, beneficiary_id: str, agency: str, service_code: str, amount: int,
+                     channel: str, paid_at: datetime, due_at: datetime, rules_version: str) -> None:
+        self.unreflected_since = due_at
+
+    @event("UnreflectedResolved")
+    def _unreflected_resolved(self, payment_id: str, beneficiary_id: str, agency: str, acknowledged_at: datetime,
+                              unreflected_since: datetime) -> None:
+        pass
 
 
 def totals(credited: int, charged: int, held: int, refunded: int) -> dict[str, int]:

@@ -36,6 +36,22 @@ def _acknowledged(event: Payment.Acknowledged) -> Outbound:
     }, subject=f"payment/{event.payment_id}")
 
 
+def _unreflected(event: Payment.Unreflected) -> Outbound:
+    return Outbound(TOPIC, event.beneficiary_id, "ledger.payment.unreflected", event.due_at, {
+        "payment_id": event.payment_id, "beneficiary_id": event.beneficiary_id, "agency": event.agency,
+        "service_code": event.service_code, "amount": event.amount, "channel": event.channel,
+        "paid_at": event.paid_at.isoformat(), "due_at": event.due_at.isoformat(),
+        "rules_version": event.rules_version,
+    }, subject=f"payment/{event.payment_id}")
+
+
+def _unreflected_resolved(event: Payment.UnreflectedResolved) -> Outbound:
+    return Outbound(TOPIC, event.beneficiary_id, "ledger.payment.unreflected_resolved", event.acknowledged_at, {
+        "payment_id": event.payment_id, "beneficiary_id": event.beneficiary_id, "agency": event.agency,
+        "acknowledged_at": event.acknowledged_at.isoformat(), "unreflected_since": event.unreflected_since.isoformat(),
+    }, subject=f"payment/{event.payment_id}")
+
+
 def _movement_of(event_type: str, reference: str, subject: str | None = None):
     def outbound(event: Any) -> Outbound:
         ref = getattr(event, reference)
@@ -58,6 +74,8 @@ def _hold_decided(event: RefundHold.Decided) -> Outbound | None:
 TRANSLATIONS: dict[type, Any] = {
     Payment.Recorded: _recorded,
     Payment.Acknowledged: _acknowledged,
+    Payment.Unreflected: _unreflected,
+    Payment.UnreflectedResolved: _unreflected_resolved,
     Balance.Credited: _movement_of("ledger.balance.credited", "payment_id", "payment"),
     Balance.Charged: _movement_of("ledger.balance.charged", "charge_id"),
     Balance.Held: _movement_of("ledger.balance.held", "refund_id", "refund"),
@@ -81,4 +99,5 @@ SPEC = ServiceSpec(
     translate=translate,
     rejectable=(PaymentsError,),
     outbound_topics=(TOPIC, "rejections"),
+    timer_handlers=application.timer_handlers,
 )

@@ -1,15 +1,19 @@
 """The tracked ingress applying payments batches to a real PostgreSQL event store."""
 
+from dataclasses import replace
+from datetime import timedelta
+
 import pytest
 
 from services.kit.envelope import SchemaRegistry, resolve_schemas_dir
 from services.kit.ingress import Ingress
 from services.kit.rejections import Rejection
-from services.payments.application import PaymentsApplication, handlers
-from services.payments.domain import PaymentsError
+from services.payments.application import PaymentsApplication, handlers, timer_handlers
+from services.payments.domain import Payment, PaymentsError
 from tests.factories import (
     IBAN_BAD_CHECKSUM,
     IBAN_OTHER,
+    PAID_AT,
     Messages,
     acknowledgement,
     charge,
@@ -32,7 +36,7 @@ def app(db_settings):
 @pytest.fixture
 def ingress(app, db_settings):
     return Ingress(app=app, service="payments", registry=SchemaRegistry(resolve_schemas_dir(db_settings)),
-                   handlers=handlers(app), rejectable=(PaymentsError,))
+                   handlers=handlers(app), rejectable=(PaymentsError,), timer_handlers=timer_handlers(app))
 
 
 def stored_rejections(app) -> list[Rejection.Recorded]:
@@ -135,3 +139,35 @@ def test_balances_are_rebuilt_from_the_event_store(app, ingress, db_settings):
             "credited": 1000, "charged": 250, "held": 0, "refunded": 0, "available": 750}
     finally:
         fresh.close()
+
+
+def test_an_unacknowledged_payment_is_flagged_when_its_timer_fires_once_across_restarts(app, ingress, db_settings):
+    msg = Messages()
+    ingress.apply([msg(cloudevent("payment.recorded", payment("LATE-1")))])
+    [timer] = app.ingress_recorder.timers()
+    assert (timer.name, timer.key) == ("payment.unreflected", "LATE-1")
+    assert timer.due_at == PAID_AT + timedelta(hours=24)
+
+    early = replace(ingress, clock=lambda: timer.due_at - timedelta(seconds=1))
+    assert early.fire_timers() == 0
+    due = replace(ingress, clock=lambda: timer.due_at + timedelta(minutes=1))
+    assert due.fire_timers() == 1
+    assert app.ingress_recorder.timers() == []
+
+    restarted = PaymentsApplication(db_settings)  # a new process sees the same, fired-once state
+    try:
+        again = replace(ingress, app=restarted, clock=lambda: timer.due_at + timedelta(days=2))
+        assert again.fire_timers() == 0
+        ingress.forget_cached_state()
+        ingress.apply([msg(cloudevent("payment.acknowledged", acknowledgement("LATE-1", PAID_AT + timedelta(days=2))))])
+        kinds = [type(e).__name__ for e in restarted.events.get(Payment.create_id("LATE-1"))]
+    finally:
+        restarted.close()
+    assert kinds == ["Recorded", "Unreflected", "Acknowledged", "UnreflectedResolved"]
+
+
+def test_an_acknowledgement_in_time_cancels_the_timer(app, ingress):
+    msg = Messages()
+    ingress.apply([msg(cloudevent("payment.recorded", payment("ONTIME-1"))),
+                   msg(cloudevent("payment.acknowledged", acknowledgement("ONTIME-1")))])
+    assert app.ingress_recorder.timers() == []

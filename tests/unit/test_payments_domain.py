@@ -166,3 +166,25 @@ def test_a_refused_hold_records_the_rule_and_never_opens():
     hold.close(completed=True, occurred_at=PAID_AT, origin=ORIGIN)
     assert hold.state == "REFUSED" and not hold.open
     assert [type(e) for e in hold.collect_events()] == [RefundHold.Decided]
+
+
+def test_a_payment_not_acknowledged_in_time_is_flagged_once_and_resolved_by_a_late_acknowledgement():
+    payment = Payment(payment_id="PAY-1", origin=ORIGIN, **FACTS)
+    payment.collect_events()
+    due = datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc)
+    payment.mark_unreflected(due_at=due, rules_version="2021-09.1")
+    payment.mark_unreflected(due_at=due, rules_version="2021-09.1")
+    late = datetime(2026, 11, 3, 8, tzinfo=timezone.utc)
+    payment.acknowledge(late, ORIGIN)
+    events = payment.collect_events()
+    assert [type(e) for e in events] == [Payment.Unreflected, Payment.Acknowledged, Payment.UnreflectedResolved]
+    assert (events[0].due_at, events[0].rules_version) == (due, "2021-09.1")
+    assert events[2].unreflected_since == due
+
+
+def test_an_acknowledged_payment_is_never_flagged_as_not_reflected():
+    payment = Payment(payment_id="PAY-1", origin=ORIGIN, **FACTS)
+    payment.acknowledge(datetime(2026, 11, 1, 10, tzinfo=timezone.utc), ORIGIN)
+    payment.collect_events()
+    payment.mark_unreflected(due_at=datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc), rules_version="x")
+    assert payment.collect_events() == []
