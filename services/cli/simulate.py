@@ -1,9 +1,18 @@
 """``refund-ledger simulate``: realistic partner traffic, reproducible by seed.
 
-The scenario is what banks, SADAD and NIC send: payments (from the
+The scenario is what banks, SADAD, NIC and Absher send: payments (from the
 beneficiary's own account or, sometimes, a third party's), NIC
 acknowledgements (most within minutes, a few never: "payment not
-reflected"), and service fees charged against the balance.
+reflected"), service fees charged against the balance, and refunds:
+
+* journey A, at the paying bank: most requests are valid; some name another
+  account or more than the balance (rejected with the rule); the bank pays
+  most orders, fails a few, answers some late (overdue cases) and some
+  before the order reaches it (parked answers);
+* journey C, pre-SADAD balances from Absher: the request waits in the
+  Jawazat queue for an employee.
+
+Proportions are fields of :class:`Scenario`; the same seed gives the same traffic.
 """
 
 from __future__ import annotations
@@ -53,6 +62,13 @@ class Scenario:
     seed: int | None = None
     third_party_share: float = 0.08
     unreflected_share: float = 0.03
+    bank_refund_share: float = 0.15       # payments whose beneficiary later asks the bank for a refund
+    wrong_account_share: float = 0.1      # ... naming an account that did not pay
+    over_balance_share: float = 0.05      # ... for more than the balance
+    bank_failure_share: float = 0.05      # orders the bank cannot pay
+    bank_silent_share: float = 0.08       # orders the bank never answers (they go overdue)
+    backdated_share: float = 0.1          # requests made days ago (their SLA clock already ran)
+    absher_share: float = 0.03            # pre-SADAD refunds requested in Absher
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -93,12 +109,70 @@ class Scenario:
                 yield Record("payments", beneficiary.encode(), cloudevent(
                     source="nic", event_type="payment.acknowledged", time_=acknowledged, data={
                         "payment_id": payment_id, "acknowledged_at": acknowledged.isoformat()}))
+            charged_fee = 0
             if self.rng.random() < 0.5:
+                charged_fee = fee
                 charged = now + timedelta(minutes=self.rng.uniform(1, 60))
                 yield Record("payments", beneficiary.encode(), cloudevent(
                     source=agency.lower(), event_type="fee.charged", time_=charged, data={
                         "charge_id": f"CHG-{payment_id}", "beneficiary_id": beneficiary, "agency": agency,
                         "service_code": service, "amount": fee, "charged_at": charged.isoformat()}))
+            if self.rng.random() < self.bank_refund_share and amount > charged_fee:
+                yield from self._bank_refund(now, payment_id, beneficiary, payer_iban, agency, service,
+                                             amount - charged_fee)
+            if self.rng.random() < self.absher_share:
+                yield from self._absher_refund(now, counter)
+
+    def _requested_at(self, now: datetime) -> datetime:
+        if self.rng.random() < self.backdated_share:
+            return now - timedelta(days=self.rng.uniform(5, 20))
+        return now + timedelta(seconds=self.rng.uniform(1, 30))
+
+    def _bank_refund(self, now: datetime, payment_id: str, beneficiary: str, payer_iban: str, agency: str,
+                     service: str, available: int) -> Iterator[Record]:
+        """Journey A: the citizen asks the paying bank; the bank answers the order (usually)."""
+        request_id = f"RR-{payment_id}"
+        iban, amount = payer_iban, self.rng.randint(1, available // 100) * 100 if available >= 100 else available
+        roll = self.rng.random()
+        if roll < self.wrong_account_share:
+            iban = saudi_iban(self.rng)
+        elif roll < self.wrong_account_share + self.over_balance_share:
+            amount = available + self.rng.randint(1, 10) * 100
+        requested = self._requested_at(now)
+        yield Record("refund-requests", beneficiary.encode(), cloudevent(
+            source=f"bank/{payer_iban[4:6]}", event_type="refund.requested", time_=requested, data={
+                "request_id": request_id, "beneficiary_id": beneficiary, "agency": agency, "service_code": service,
+                "amount": amount, "iban": iban, "channel": "BANK", "requested_at": requested.isoformat()}))
+        if iban != payer_iban or amount > available or self.rng.random() < self.bank_silent_share:
+            return
+        # a backdated request was answered days ago (often late); a fresh one within minutes:
+        # never a time in the future
+        late = requested < now - timedelta(days=1)
+        answered = requested + (timedelta(hours=self.rng.uniform(2, 90)) if late
+                                else timedelta(seconds=self.rng.uniform(5, 120)))
+        bank_reference = f"{payer_iban[4:6]}-{self.rng.randrange(10**9):09d}"
+        if self.rng.random() < self.bank_failure_share:
+            yield Record("bank-returns", beneficiary.encode(), cloudevent(
+                source=f"bank/{payer_iban[4:6]}", event_type="refund.failed", time_=answered, data={
+                    "refund_id": request_id, "bank_reference": bank_reference,
+                    "reason": self.rng.choice(("account closed", "account frozen", "name mismatch")),
+                    "failed_at": answered.isoformat()}))
+            return
+        yield Record("bank-returns", beneficiary.encode(), cloudevent(
+            source=f"bank/{payer_iban[4:6]}", event_type="refund.completed", time_=answered, data={
+                "refund_id": request_id, "bank_reference": bank_reference, "amount": amount, "iban": iban,
+                "completed_at": answered.isoformat()}))
+
+    def _absher_refund(self, now: datetime, counter: int) -> Iterator[Record]:
+        """Journey C: a pre-SADAD balance, refunded to any valid IBAN through the Jawazat queue."""
+        beneficiary, iban = self._person()
+        requested = self._requested_at(now)
+        yield Record("refund-requests", beneficiary.encode(), cloudevent(
+            source="absher", event_type="refund.requested", time_=requested, data={
+                "request_id": f"AB-{self.seed or 0}-{counter:09d}", "beneficiary_id": beneficiary,
+                "agency": "JAWAZAT", "service_code": self.rng.choice(("PASSPORT_ISSUE", "EXIT_REENTRY")),
+                "amount": self.rng.choice((5000, 10000, 30000, 50000)), "iban": iban, "channel": "ABSHER",
+                "requested_at": requested.isoformat()}))
 
 
 async def publish(settings: Settings, *, rate: float, duration: float | None = None, count: int | None = None,

@@ -1,0 +1,49 @@
+"""The simulator's traffic: every event valid for its topic, every journey and
+exception present, and the same seed gives the same traffic."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timezone
+from itertools import islice
+from pathlib import Path
+
+from services.cli.simulate import Scenario
+from services.kit.envelope import RawMessage, SchemaRegistry, parse
+from services.kit.topics import INBOUND_TYPES
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+START = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+
+
+def traffic(seed: int, n: int = 5000) -> list:
+    return list(islice(Scenario(seed=seed).events(start=START), n))
+
+
+def test_the_same_seed_gives_the_same_traffic():
+    first, again = traffic(7, 300), traffic(7, 300)
+    strip = lambda records: [(r.topic, r.key, {k: v for k, v in json.loads(r.value).items() if k != "id"})  # noqa: E731
+                             for r in records]
+    assert strip(first) == strip(again)
+    assert strip(traffic(8, 300)) != strip(first)
+
+
+def test_every_event_is_valid_for_its_topic_and_every_journey_appears():
+    registry = SchemaRegistry(SCHEMAS)
+    kinds: Counter = Counter()
+    for n, record in enumerate(traffic(11)):
+        envelope = parse(RawMessage(record.topic, 0, n, record.key, record.value), registry,
+                         INBOUND_TYPES[record.topic])
+        assert envelope.time <= START.replace(year=2027), "no event is dated far in the future"
+        data = envelope.data
+        if envelope.type == "refund.requested":
+            kinds[f"request/{data['channel']}"] += 1
+        kinds[envelope.type] += 1
+        if envelope.type == "payment.recorded" and data["payer_id"] != data["beneficiary_id"]:
+            kinds["third_party_payer"] += 1
+    assert kinds["payment.recorded"] > kinds["payment.acknowledged"] > 0, "some payments are never reflected"
+    for kind in ("fee.charged", "request/BANK", "request/ABSHER", "refund.completed", "refund.failed",
+                 "third_party_payer"):
+        assert kinds[kind] > 0, kind
+    assert kinds["request/BANK"] > kinds["refund.completed"] + kinds["refund.failed"], "some orders go unanswered"
