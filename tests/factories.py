@@ -41,6 +41,25 @@ def charge(charge_id: str = "CHG-1", *, beneficiary_id: str = "1012345678", amou
             "charged_at": (PAID_AT + timedelta(hours=1)).isoformat()}
 
 
+def refund_request(request_id: str = "RR-1", *, beneficiary_id: str = "1012345678", amount: int = 10000,
+                   iban: str = IBAN_OWN, channel: str = "BANK", agency: str = "JAWAZAT",
+                   service_code: str = "PASSPORT_ISSUE", at: datetime = PAID_AT + timedelta(days=1)) -> dict[str, Any]:
+    return {"request_id": request_id, "beneficiary_id": beneficiary_id, "agency": agency,
+            "service_code": service_code, "amount": amount, "iban": iban, "channel": channel,
+            "requested_at": at.isoformat()}
+
+
+def bank_completion(refund_id: str = "RR-1", *, amount: int = 10000, iban: str = IBAN_OWN,
+                    reference: str = "BR-1", at: datetime = PAID_AT + timedelta(days=2)) -> dict[str, Any]:
+    return {"refund_id": refund_id, "bank_reference": reference, "amount": amount, "iban": iban,
+            "completed_at": at.isoformat()}
+
+
+def bank_failure(refund_id: str = "RR-1", *, reference: str = "BR-F1", reason: str = "account closed",
+                 at: datetime = PAID_AT + timedelta(days=2)) -> dict[str, Any]:
+    return {"refund_id": refund_id, "bank_reference": reference, "reason": reason, "failed_at": at.isoformat()}
+
+
 class Messages:
     """Raw Kafka records with increasing offsets, as a consumer would see them."""
 

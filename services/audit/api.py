@@ -8,8 +8,9 @@ shown in Asia/Riyadh with their offset.
 # No "from __future__ import annotations": FastAPI must see the closures used in Depends().
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -122,16 +123,43 @@ def _timeline(rows: list[asyncpg.Record]) -> list[TimelineEntry]:
                           event_id=r["event_id"]) for r in rows]
 
 
-def create_router(pool_of: Any, secret: str) -> APIRouter:
-    """The ``/api/v1`` routes; ``pool_of()`` returns the asyncpg pool once it exists."""
-    router = APIRouter(prefix="/api/v1", responses=_UNAUTHORIZED)
-    reader = require(READ_ROLES, secret)
+#: The FastAPI dependency that yields the read model's asyncpg pool.
+Pool = Callable[[], Awaitable[asyncpg.Pool]]
 
+
+def pool_dependency(pool_of: Callable[[], asyncpg.Pool | None]) -> Pool:
+    """``pool_of()`` returns the pool once it exists; until then, 503."""
     async def pool() -> asyncpg.Pool:
         current = pool_of()
         if current is None:
             raise HTTPException(503, "the read model is not connected yet")
         return current
+    return pool
+
+
+#: Case kinds: (query of the case row, query of its timeline); fixed SQL, the key bound.
+CASE_QUERIES = {
+    kind: (f"SELECT * FROM audit.{table} WHERE {column} = $1",  # noqa: S608 - constants only
+           "SELECT event_id, type, source, origin_source, origin_type, occurred_at, recorded_at "  # noqa: S608
+           f"FROM audit.ledger_events WHERE {column} = $1 ORDER BY occurred_at, recorded_at, event_id")
+    for kind, table, column in (("payment", "payments", "payment_id"), ("refund", "refunds", "refund_id"))
+}
+
+
+async def case_with_timeline(db: asyncpg.Pool, kind: str, key: str) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+    """The case row and its timeline, or 404."""
+    case_sql, timeline_sql = CASE_QUERIES[kind]
+    async with db.acquire() as conn:
+        row = await conn.fetchrow(case_sql, key)
+        if row is None:
+            raise HTTPException(404, f"{kind} {key} is not in the ledger")
+        return row, await conn.fetch(timeline_sql, key)
+
+
+def create_router(pool: Pool, secret: str) -> APIRouter:
+    """The payment and balance routes under ``/api/v1``."""
+    router = APIRouter(prefix="/api/v1", responses=_UNAUTHORIZED)
+    reader = require(READ_ROLES, secret)
 
     @router.get("/payments/{payment_id}", response_model=PaymentCase, tags=["cases"],
                 responses={404: {"description": "No such payment"}})
@@ -141,14 +169,7 @@ def create_router(pool_of: Any, secret: str) -> APIRouter:
         db: Annotated[asyncpg.Pool, Depends(pool)],
     ) -> PaymentCase:
         """The payment and everything that followed it, with the full timeline."""
-        async with db.acquire() as conn:
-            row = await conn.fetchrow("SELECT * FROM audit.payments WHERE payment_id = $1", payment_id)
-            if row is None:
-                raise HTTPException(404, f"payment {payment_id} is not in the ledger")
-            events = await conn.fetch(
-                "SELECT event_id, type, source, origin_source, origin_type, occurred_at, recorded_at "
-                "FROM audit.ledger_events WHERE payment_id = $1 ORDER BY occurred_at, recorded_at, event_id",
-                payment_id)
+        row, events = await case_with_timeline(db, "payment", payment_id)
         return PaymentCase(
             payment_id=row["payment_id"], beneficiary_id=_pii(row["beneficiary_id"], principal),
             payer_id=_pii(row["payer_id"], principal), payer_iban=_pii(row["payer_iban"], principal),
@@ -182,7 +203,8 @@ def create_router(pool_of: Any, secret: str) -> APIRouter:
     return router
 
 
-def create_api(pool_of: Any, secret: str, health_routes) -> FastAPI:
+def create_api(pool_of: Callable[[], asyncpg.Pool | None], secret: str, health_routes,
+               routers: Sequence[Callable[[Pool], APIRouter]] = ()) -> FastAPI:
     api = FastAPI(
         title="refund-ledger audit API",
         version="1",
@@ -197,5 +219,8 @@ def create_api(pool_of: Any, secret: str, health_routes) -> FastAPI:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     health_routes(api)
-    api.include_router(create_router(pool_of, secret))
+    pool = pool_dependency(pool_of)
+    for make_router in routers:  # first: their fixed paths (/payments/unreflected) win over {payment_id}
+        api.include_router(make_router(pool), responses=_UNAUTHORIZED)
+    api.include_router(create_router(pool, secret))
     return api

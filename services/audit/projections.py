@@ -107,18 +107,81 @@ async def _rejected(conn: asyncpg.Connection, e: LedgerEvent) -> None:
         d.get("event_id"), d.get("event_source"), d.get("event_type"), e.time)
 
 
+async def _payment_unreflected(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+    await conn.execute(
+        "UPDATE audit.payments SET unreflected_since = $2, updated_at = now() "
+        "WHERE payment_id = $1 AND acknowledged_at IS NULL", e.data["payment_id"], parse_time(e.data["due_at"]))
+
+
+async def _payment_unreflected_resolved(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+    await conn.execute(
+        "UPDATE audit.payments SET unreflected_since = NULL, unreflected_resolved_at = $2, updated_at = now() "
+        "WHERE payment_id = $1", e.data["payment_id"], parse_time(e.data["acknowledged_at"]))
+
+
+def visa_key(data: dict[str, Any]) -> str | None:
+    """The visa a ledger event is about, as ``sponsor/export/serial``."""
+    if all(k in data for k in ("sponsor_id", "export_number", "serial_number")):
+        return f"{data['sponsor_id']}/{data['export_number']}/{data['serial_number']}"
+    return None
+
+
+async def _refund_requested(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+    d = e.data
+    reference = d.get("reference") or {}
+    await conn.execute(
+        "INSERT INTO audit.refunds (refund_id, beneficiary_id, agency, service_code, amount, iban, bank_code, "
+        "channel, route, state, route_owner, rules_version, third_party_payer, reference, payment_id, visa_key, "
+        "requested_at, deadline) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18) "
+        "ON CONFLICT (refund_id) DO NOTHING",
+        d["refund_id"], d["beneficiary_id"], d["agency"], d["service_code"], d["amount"], d["iban"],
+        bank_code(d["iban"]), d["channel"], d.get("route", "BANK"), d.get("state", "AWAITING_HOLD"),
+        d.get("route_owner", "BANK"), d.get("rules_version", ""), d.get("third_party_payer", False),
+        json.dumps(reference), reference.get("payment_id"), visa_key(reference),
+        parse_time(d["requested_at"]), parse_time(d["deadline"]) if "deadline" in d else e.time)
+
+
+def _refund_update(sql: str, *fields: str) -> Projector:
+    """A projector that sets columns of the refund named by the event."""
+    async def project(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+        values = [parse_time(e.data[f]) if f.endswith("_at") else e.data.get(f) for f in fields]
+        await conn.execute(f"UPDATE audit.refunds SET {sql}, updated_at = now() WHERE refund_id = $1",  # noqa: S608 - sql is one of the constants below
+                           e.data["refund_id"], *values)
+    return project
+
+
 PROJECTORS: dict[str, Projector] = {
     "ledger.payment.recorded": _payment_recorded,
     "ledger.payment.acknowledged": _payment_acknowledged,
+    "ledger.payment.unreflected": _payment_unreflected,
+    "ledger.payment.unreflected_resolved": _payment_unreflected_resolved,
     "ledger.balance.credited": _balance_moved,
     "ledger.balance.charged": _balance_moved,
+    "ledger.balance.held": _balance_moved,
+    "ledger.balance.refunded": _balance_moved,
+    "ledger.balance.released": _balance_moved,
+    "ledger.refund.requested": _refund_requested,
+    "ledger.refund.ordered": _refund_update(
+        "state = 'ORDERED', ordered_at = $2, decided_by = COALESCE($3::text, decided_by), "
+        "decided_at = CASE WHEN $3::text IS NULL THEN decided_at ELSE $2 END", "ordered_at", "decided_by"),
+    "ledger.refund.rejected": _refund_update(
+        "state = 'REJECTED', decided_at = $2, decided_by = $3, rejection_rule = $4, rejection_reason = $5",
+        "rejected_at", "decided_by", "rule", "reason"),
+    "ledger.refund.completed": _refund_update(
+        "state = 'COMPLETED', completed_at = $2, bank_reference = $3, completed_on_time = $4",
+        "completed_at", "bank_reference", "on_time"),
+    "ledger.refund.failed": _refund_update(
+        "state = 'FAILED', failed_at = $2, bank_reference = $3, failure_reason = $4",
+        "failed_at", "bank_reference", "reason"),
+    "ledger.refund.overdue": _refund_update("overdue = true, overdue_at = $2, overdue_owner = $3",
+                                            "marked_at", "owner"),
     "event.rejected": _rejected,
 }
 
 _INSERT_EVENT = (
     "INSERT INTO audit.ledger_events (event_id, topic, type, source, origin_source, origin_id, "
-    "origin_type, subject, beneficiary_id, payment_id, occurred_at, recorded_at, data) "
-    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) ON CONFLICT (event_id) DO NOTHING "
+    "origin_type, subject, beneficiary_id, payment_id, refund_id, visa_key, occurred_at, recorded_at, data) "
+    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) ON CONFLICT (event_id) DO NOTHING "
     "RETURNING event_id")
 
 
@@ -163,7 +226,8 @@ class Projection:
         inserted = await conn.fetchval(
             _INSERT_EVENT, event.id, topic, event.type, event.source, origin.get("source"),
             origin.get("id"), origin.get("type"), event.subject, event.data.get("beneficiary_id"),
-            event.data.get("payment_id"), event.time, event.recorded_at, data)
+            event.data.get("payment_id"), event.data.get("refund_id"), visa_key(event.data),
+            event.time, event.recorded_at, data)
         if inserted is None:
             return 0  # already projected
         projector = PROJECTORS.get(event.type)

@@ -14,6 +14,8 @@ CREATE TABLE IF NOT EXISTS audit.ledger_events (
     subject        text,
     beneficiary_id text,
     payment_id     text,
+    refund_id      text,
+    visa_key       text,                      -- sponsor_id/export_number/serial_number
     occurred_at    timestamptz NOT NULL,      -- when it happened
     recorded_at    timestamptz NOT NULL,      -- when the ledger recorded it
     projected_at   timestamptz NOT NULL DEFAULT now(),
@@ -21,6 +23,10 @@ CREATE TABLE IF NOT EXISTS audit.ledger_events (
 );
 CREATE INDEX IF NOT EXISTS ledger_events_payment ON audit.ledger_events (payment_id, occurred_at)
     WHERE payment_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ledger_events_refund ON audit.ledger_events (refund_id, occurred_at)
+    WHERE refund_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ledger_events_visa ON audit.ledger_events (visa_key, occurred_at)
+    WHERE visa_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ledger_events_beneficiary ON audit.ledger_events (beneficiary_id, occurred_at)
     WHERE beneficiary_id IS NOT NULL;
 
@@ -41,9 +47,57 @@ CREATE TABLE IF NOT EXISTS audit.payments (
     acknowledged_at   timestamptz,
     refund_state      text NOT NULL DEFAULT 'NONE',
     refunded_at       timestamptz,
+    unreflected_since timestamptz,            -- not acknowledged in time (NULL once resolved)
+    unreflected_resolved_at timestamptz,
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS payments_beneficiary ON audit.payments (beneficiary_id, paid_at DESC);
+CREATE INDEX IF NOT EXISTS payments_unreflected ON audit.payments (unreflected_since)
+    WHERE unreflected_since IS NOT NULL;
+
+-- One row per refund case, whatever its origin (bank, Absher, visa cancellation).
+CREATE TABLE IF NOT EXISTS audit.refunds (
+    refund_id        text PRIMARY KEY,
+    beneficiary_id   text NOT NULL,
+    agency           text NOT NULL,
+    service_code     text NOT NULL,
+    amount           bigint NOT NULL CHECK (amount > 0),
+    iban             text NOT NULL,
+    bank_code        text NOT NULL,
+    channel          text NOT NULL,
+    route            text NOT NULL,
+    state            text NOT NULL,
+    route_owner      text NOT NULL,
+    rules_version    text NOT NULL,
+    third_party_payer boolean NOT NULL DEFAULT false,
+    reference        jsonb NOT NULL DEFAULT '{}',
+    payment_id       text,
+    visa_key         text,
+    requested_at     timestamptz NOT NULL,
+    deadline         timestamptz NOT NULL,
+    ordered_at       timestamptz,
+    decided_by       text,
+    decided_at       timestamptz,
+    rejection_rule   text,
+    rejection_reason text,
+    bank_reference   text,
+    completed_at     timestamptz,
+    completed_on_time boolean,
+    failed_at        timestamptz,
+    failure_reason   text,
+    overdue          boolean NOT NULL DEFAULT false,
+    overdue_at       timestamptz,
+    overdue_owner    text,
+    version          integer NOT NULL DEFAULT 0,
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS refunds_state_deadline ON audit.refunds (state, deadline, refund_id);
+CREATE INDEX IF NOT EXISTS refunds_overdue ON audit.refunds (deadline, refund_id) WHERE overdue;
+CREATE INDEX IF NOT EXISTS refunds_route ON audit.refunds (route, state, requested_at);
+CREATE INDEX IF NOT EXISTS refunds_agency ON audit.refunds (agency, requested_at);
+CREATE INDEX IF NOT EXISTS refunds_requested ON audit.refunds (requested_at, refund_id);
+CREATE INDEX IF NOT EXISTS refunds_beneficiary ON audit.refunds (beneficiary_id, requested_at DESC);
+CREATE INDEX IF NOT EXISTS refunds_visa ON audit.refunds (visa_key) WHERE visa_key IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS audit.balances (
     beneficiary_id text NOT NULL,

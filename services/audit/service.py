@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -13,8 +16,11 @@ from faust.contrib.asgi import serve_asgi
 
 from services.audit.api import create_api
 from services.audit.projections import FOLLOWED_TOPICS, Projection, create_schema
+from services.audit.refunds_api import create_refunds_router
+from services.kit import envelope
 from services.kit.auth import check_secret
-from services.kit.kafka import ensure_topics
+from services.kit.kafka import Publisher, Record, ensure_topics
+from services.kit.rules import load_rules
 from services.kit.runtime import create_faust_app, raw_message
 from services.kit.settings import Settings
 from services.kit.web import Health, add_operational_routes, add_request_metrics
@@ -28,6 +34,7 @@ class AuditRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool: asyncpg.Pool | None = None
+        self.publisher = Publisher(settings)
         self.projection: Projection | None = None
         self.ready = asyncio.Event()
         self.health = Health()
@@ -54,8 +61,20 @@ class AuditRuntime:
         self.ready.set()
 
     async def stop(self) -> None:
+        await self.publisher.stop()
         if self.pool is not None:
             await self.pool.close()
+
+    async def decide(self, event_type: str, data: dict[str, Any]) -> str:
+        """Send a Jawazat employee's decision to the refunds service; its CloudEvent id."""
+        if not self.publisher.started:
+            await self.publisher.start()
+        event_id = str(uuid.uuid4())
+        value = envelope.write(event_id=event_id, source="jawazat", event_type=event_type,
+                               time=datetime.now(timezone.utc), data=data, subject=f"refund/{data['refund_id']}")
+        # keyed by refund: every decision on one refund stays in order
+        await self.publisher.publish([Record("jawazat-decisions", data["refund_id"].encode(), value)])
+        return event_id
 
     async def _ping_database(self) -> None:
         assert self.pool is not None
@@ -104,8 +123,11 @@ def build_worker(settings: Settings) -> tuple[faust.App, AuditRuntime]:
         await ensure_topics(settings)
         await runtime.start()
 
+    rules = load_rules(settings.rules_file)
     api = create_api(lambda: runtime.pool, settings.audit_api_secret,
-                     lambda target: add_operational_routes(target, runtime.health))
+                     lambda target: add_operational_routes(target, runtime.health),
+                     routers=[lambda pool: create_refunds_router(pool, settings.audit_api_secret, rules,
+                                                                 runtime.decide)])
     add_request_metrics(api)
     serve_asgi(app, api, host=settings.audit_api_host, port=settings.audit_api_port, log_level="warning")
     return app, runtime

@@ -40,7 +40,8 @@ class Outbound:
     subject: str | None = None
 
 
-Translate = Callable[[Any], "Outbound | None"]
+#: A domain event as zero, one or several CloudEvents (e.g. a ledger event and a bank order).
+Translate = Callable[[Any], "Outbound | Sequence[Outbound] | None"]
 
 
 def rejection_outbound(event: Rejection.Recorded) -> Outbound:
@@ -90,22 +91,27 @@ class OutboxRelay:
         for notification in notifications:
             domain_event = self.app.mapper.to_domain_event(notification)
             if isinstance(domain_event, Rejection.Recorded):
-                outbound = rejection_outbound(domain_event)
+                translated: Outbound | Sequence[Outbound] | None = rejection_outbound(domain_event)
             else:
-                outbound = self.translate(domain_event)
-            if outbound is None:
+                translated = self.translate(domain_event)
+            if translated is None:
                 continue
-            value = envelope.write(
-                event_id=f"{notification.originator_id}:{notification.originator_version}",
-                source=self.source,
-                event_type=outbound.type,
-                time=outbound.time,
-                data=outbound.data,
-                subject=outbound.subject,
-                extensions={"recordedat": domain_event.timestamp.isoformat(),
-                            "sequence": str(notification.id)},
-            )
-            records.append(Record(outbound.topic, outbound.key.encode() if outbound.key else None, value))
+            outbounds = [translated] if isinstance(translated, Outbound) else list(translated)
+            event_id = f"{notification.originator_id}:{notification.originator_version}"
+            for n, outbound in enumerate(outbounds):
+                value = envelope.write(
+                    # stable across re-publication; a second CloudEvent of the same domain event
+                    # (another topic) gets its own id
+                    event_id=event_id if n == 0 else f"{event_id}/{outbound.type}",
+                    source=self.source,
+                    event_type=outbound.type,
+                    time=outbound.time,
+                    data=outbound.data,
+                    subject=outbound.subject,
+                    extensions={"recordedat": domain_event.timestamp.isoformat(),
+                                "sequence": str(notification.id)},
+                )
+                records.append(Record(outbound.topic, outbound.key.encode() if outbound.key else None, value))
         return records
 
     def _next(self, position: int) -> tuple[list[Record], int, int]:

@@ -1,48 +1,199 @@
-"""The refunds application: commands from inbound events."""
+"""The refunds application: refund cases from every origin, the saga with the
+payments service (hold -> order -> bank answer), parked bank answers, SLA timers."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any, TypedDict
+
+from eventsourcing.application import AggregateNotFoundError
+
+from services.kit.calendar import BusinessCalendar
 from services.kit.envelope import Envelope
-from services.kit.ingress import Handler, UnitOfWork
+from services.kit.ingress import Handler, TimerHandler, UnitOfWork
+from services.kit.rules import Rules, load_rules
+from services.kit.settings import Settings
 from services.kit.store import LedgerApplication
-from services.refunds.domain import RefundCase, UnknownRefund
+from services.refunds.domain import ParkedReturn, RefundCase, RefundsError, UnknownRefund
+
+OVERDUE = "refund.overdue"
+#: The route and first state of a request, by the channel it came through.
+REQUEST_ROUTES = {"BANK": ("BANK", "AWAITING_HOLD"), "ABSHER": ("JAWAZAT", "JAWAZAT_QUEUE")}
+
+
+class CaseView(TypedDict):
+    refund_id: str
+    state: str
+    route: str
+    amount: int
+    deadline: datetime
+    overdue: bool
+    next_step_owner: str | None
 
 
 class RefundsApplication(LedgerApplication):
     name = "refunds"
 
+    def __init__(self, settings: Settings, schema: str | None = None) -> None:
+        super().__init__(settings, schema)
+        self.rules = load_rules(settings.rules_file)
 
-def request_refund(uow: UnitOfWork, envelope: Envelope) -> None:
-    d = envelope.data
-    facts = {"beneficiary_id": d["beneficiary_id"], "agency": d["agency"], "service_code": d["service_code"],
-             "amount": d["amount"], "iban": d["iban"], "channel": d["channel"],
-             "requested_at": envelope.at("requested_at")}
-    existing: RefundCase | None = uow.get(RefundCase.create_id(d["request_id"]))
-    if existing is not None:
-        existing.check_same_request(**facts)
-        return
-    uow.add(RefundCase(refund_id=d["request_id"], origin=envelope.origin, **facts))
-
-
-def _case(uow: UnitOfWork, refund_id: str) -> RefundCase:
-    case: RefundCase | None = uow.get(RefundCase.create_id(refund_id))
-    if case is None:
-        raise UnknownRefund(f"refund {refund_id} is not known to the ledger")
-    return case
+    def case(self, refund_id: str) -> CaseView | None:
+        try:
+            case: RefundCase = self.repository.get(RefundCase.create_id(refund_id))
+        except AggregateNotFoundError:
+            return None
+        return CaseView(refund_id=refund_id, state=case.state, route=case.route, amount=case.amount,
+                        deadline=case.deadline, overdue=case.overdue, next_step_owner=case.next_step_owner)
 
 
-def complete_refund(uow: UnitOfWork, envelope: Envelope) -> None:
-    d = envelope.data
-    _case(uow, d["refund_id"]).complete(bank_reference=d["bank_reference"], amount=d["amount"], iban=d["iban"],
-                                        completed_at=envelope.at("completed_at"), origin=envelope.origin)
+class Refunds:
+    """The command handlers, bound to the rules and the business calendar."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.calendar = BusinessCalendar.from_rules(rules)
+
+    def open_case(self, uow: UnitOfWork, *, refund_id: str, route: str, state: str, facts: dict[str, Any],
+                  starts_at: datetime, reference: dict[str, str], origin: dict[str, Any]) -> RefundCase:
+        rule = self.rules.route(route)
+        deadline = self.calendar.deadline(rule, starts_at)
+        case = RefundCase(refund_id=refund_id, route=route, state=state, deadline=deadline, route_owner=rule.owner,
+                          rules_version=self.rules.version, reference=reference, origin=origin, **facts)
+        uow.add(case)
+        uow.schedule(OVERDUE, refund_id, deadline)
+        return case
+
+    def request(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """A citizen asked for a refund at their bank (BANK) or in Absher (ABSHER)."""
+        d = envelope.data
+        facts = {"beneficiary_id": d["beneficiary_id"], "agency": d["agency"], "service_code": d["service_code"],
+                 "amount": d["amount"], "iban": d["iban"], "channel": d["channel"],
+                 "requested_at": envelope.at("requested_at")}
+        existing: RefundCase | None = uow.get(RefundCase.create_id(d["request_id"]))
+        if existing is not None:
+            existing.check_same_request(**facts)
+            return
+        route, state = REQUEST_ROUTES[d["channel"]]
+        self.open_case(uow, refund_id=d["request_id"], route=route, state=state,
+                       facts={**facts, "third_party_payer": False}, starts_at=facts["requested_at"],
+                       reference={"request_id": d["request_id"]}, origin=envelope.origin)
+
+    def held(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """The payments service held the amount: the bank is told to pay."""
+        case = _case(uow, envelope.data["refund_id"])
+        if case is None:
+            return  # a hold for a request this service never opened cannot happen; nothing to order
+        case.order(at=envelope.time, origin=envelope.origin)
+        self._apply_parked(uow, case)
+
+    def hold_refused(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """The request broke a balance rule: closed with the rule that failed."""
+        d = envelope.data
+        case = _case(uow, d["refund_id"])
+        if case is None:
+            return
+        case.reject(rule=d["rule"], reason=d["reason"], at=envelope.time, decided_by="payments",
+                    origin=envelope.origin)
+        uow.cancel(OVERDUE, case.refund_id)
+
+    def completed(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """The bank paid the order."""
+        d = envelope.data
+        self._bank_answer(uow, envelope, "completed", {
+            "bank_reference": d["bank_reference"], "amount": d["amount"], "iban": d["iban"],
+            "completed_at": envelope.at("completed_at")})
+
+    def failed(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """The bank could not pay the order."""
+        d = envelope.data
+        self._bank_answer(uow, envelope, "failed", {
+            "bank_reference": d["bank_reference"], "reason": d["reason"], "failed_at": envelope.at("failed_at")})
+
+    def _bank_answer(self, uow: UnitOfWork, envelope: Envelope, outcome: str, facts: dict[str, Any]) -> None:
+        """Close the ordered case; an answer to an order that does not exist yet is parked."""
+        refund_id = envelope.data["refund_id"]
+        case = _case(uow, refund_id)
+        if case is None or case.state in {"AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW"}:
+            _park(uow, refund_id, outcome, facts, envelope.origin)
+            return
+        close = case.complete if outcome == "completed" else case.fail
+        close(**facts, origin=envelope.origin)
+        uow.cancel(OVERDUE, case.refund_id)
+
+    def approve(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """A Jawazat employee approved an Absher request: the bank is ordered to pay. Repeats change nothing."""
+        d = envelope.data
+        case = _case(uow, d["refund_id"])
+        if case is None:
+            raise UnknownRefund(f"refund {d['refund_id']} is not known to the ledger")
+        case.check_awaits_decision("JAWAZAT_QUEUE")
+        case.order(at=envelope.at("decided_at"), origin=envelope.origin, decided_by=d["decided_by"])
+        self._apply_parked(uow, case)
+
+    def decline(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """A Jawazat employee refused an Absher request, with the reason."""
+        d = envelope.data
+        case = _case(uow, d["refund_id"])
+        if case is None:
+            raise UnknownRefund(f"refund {d['refund_id']} is not known to the ledger")
+        case.check_awaits_decision("JAWAZAT_QUEUE")
+        case.reject(rule="declined_by_jawazat", reason=d["reason"], at=envelope.at("decided_at"),
+                    decided_by=d["decided_by"], origin=envelope.origin)
+        uow.cancel(OVERDUE, case.refund_id)
+
+    def _apply_parked(self, uow: UnitOfWork, case: RefundCase) -> None:
+        parked: ParkedReturn | None = uow.get(ParkedReturn.create_id(case.refund_id))
+        if parked is None or parked.applied:
+            return
+        facts = dict(parked.facts)
+        for name in ("completed_at", "failed_at"):
+            if isinstance(facts.get(name), str):
+                facts[name] = datetime.fromisoformat(facts[name])
+        try:
+            if parked.outcome == "completed":
+                case.complete(**facts, origin=parked.origin)
+            else:
+                case.fail(**facts, origin=parked.origin)
+        except RefundsError as error:
+            parked.discard(reason=f"{error.reason_code}: {error}")
+            return
+        parked.mark_applied()
+        uow.cancel(OVERDUE, case.refund_id)
+
+    def overdue(self, uow: UnitOfWork, refund_id: str, _due_at: datetime, now: datetime) -> None:
+        case = _case(uow, refund_id)
+        if case is not None:
+            case.mark_overdue(at=now)
 
 
-def fail_refund(uow: UnitOfWork, envelope: Envelope) -> None:
-    d = envelope.data
-    _case(uow, d["refund_id"]).fail(bank_reference=d["bank_reference"], reason=d["reason"],
-                                    failed_at=envelope.at("failed_at"), origin=envelope.origin)
+def _case(uow: UnitOfWork, refund_id: str) -> RefundCase | None:
+    return uow.get(RefundCase.create_id(refund_id))
 
 
-def handlers(_: LedgerApplication) -> dict[str, Handler]:
-    return {"refund.requested": request_refund, "refund.completed": complete_refund,
-            "refund.failed": fail_refund}
+def _park(uow: UnitOfWork, refund_id: str, outcome: str, facts: dict[str, Any], origin: dict[str, Any]) -> None:
+    """Keep a bank answer whose order does not exist yet; the first answer parked stands."""
+    if uow.get(ParkedReturn.create_id(refund_id)) is None:
+        stored = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in facts.items()}
+        uow.add(ParkedReturn(refund_id=refund_id, outcome=outcome, facts=stored, origin=origin))
+
+
+def _refunds(app: LedgerApplication) -> Refunds:
+    return Refunds(app.rules if isinstance(app, RefundsApplication) else load_rules())
+
+
+def handlers(app: LedgerApplication) -> dict[str, Handler]:
+    refunds = _refunds(app)
+    return {
+        "refund.requested": refunds.request,
+        "refund.completed": refunds.completed,
+        "refund.failed": refunds.failed,
+        "ledger.balance.held": refunds.held,
+        "ledger.balance.hold_refused": refunds.hold_refused,
+        "refund.approved": refunds.approve,
+        "refund.declined": refunds.decline,
+    }
+
+
+def timer_handlers(app: LedgerApplication) -> dict[str, TimerHandler]:
+    return {OVERDUE: _refunds(app).overdue}

@@ -1,8 +1,10 @@
-"""Refunds domain: a refund case per request and how the bank closed it.
-Times are passed in; no I/O, no clock.
+"""Refunds domain: one refund case per request, from its origin to the bank's
+answer, with its route, SLA deadline and the agency owning the next step.
 
-This is the recording core; eligibility rules, holds, orders, SLA clocks and
-the Jawazat queue build on it.
+Origins: a bank-channel request (route BANK: the payments service must hold
+the amount first), an Absher pre-SADAD request (route JAWAZAT: an employee
+decides), a visa cancellation (routes AUTOMATIC, MOFA, MANUAL_REVIEW).
+Times are passed in; nothing here reads a clock or does I/O.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from eventsourcing.domain import Aggregate, event
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://refund-ledger/refunds")
 
+#: States in which the case waits for someone; the others are closed.
+OPEN_STATES = frozenset({"AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW", "ORDERED"})
+#: Who owns the next step in each open state ("route" means the route's owner).
+NEXT_STEP_OWNER = {"AWAITING_HOLD": "MOF", "JAWAZAT_QUEUE": "JAWAZAT", "MANUAL_REVIEW": "MOFA", "ORDERED": "BANK"}
+
 
 class RefundsError(Exception):
     """Raised when a refunds business rule is broken."""
@@ -23,7 +30,7 @@ class RefundsError(Exception):
 
 
 class UnknownRefund(RefundsError):
-    """Raised when a bank return names a refund the ledger does not know."""
+    """Raised when an event names a refund the ledger does not know."""
 
     reason_code = "unknown_refund"
 
@@ -35,9 +42,15 @@ class RefundConflict(RefundsError):
 
 
 class ReturnMismatch(RefundsError):
-    """Raised when a bank return's amount or IBAN differs from the refund's."""
+    """Raised when a bank return's amount or IBAN differs from the order it answers."""
 
     reason_code = "return_mismatch"
+
+
+class NotAwaitingDecision(RefundsError):
+    """Raised when an employee decides a refund that is not in their queue."""
+
+    reason_code = "not_awaiting_decision"
 
 
 class AlreadyClosed(RefundsError):
@@ -47,15 +60,17 @@ class AlreadyClosed(RefundsError):
 
 
 class RefundCase(Aggregate):
-    """One refund, from request to the bank's answer."""
+    """One refund, from its origin to the bank's answer."""
 
     @staticmethod
     def create_id(refund_id: str) -> UUID:
         return uuid5(NAMESPACE, f"refund:{refund_id}")
 
-    @event("Requested")
+    @event("Opened")
     def __init__(self, *, refund_id: str, beneficiary_id: str, agency: str, service_code: str, amount: int,
-                 iban: str, channel: str, requested_at: datetime, origin: dict[str, Any]) -> None:
+                 iban: str, channel: str, route: str, state: str, requested_at: datetime,
+                 deadline: datetime, route_owner: str, rules_version: str, third_party_payer: bool,
+                 reference: dict[str, str], origin: dict[str, Any]) -> None:
         self.refund_id = refund_id
         self.beneficiary_id = beneficiary_id
         self.agency = agency
@@ -63,51 +78,149 @@ class RefundCase(Aggregate):
         self.amount = amount
         self.iban = iban
         self.channel = channel
+        self.route = route
+        self.state = state
         self.requested_at = requested_at
-        self.status = "REQUESTED"
-        self.closed_at: datetime | None = None
+        self.deadline = deadline
+        self.route_owner = route_owner
+        self.overdue = False
         self.bank_reference: str | None = None
+        self.closed_at: datetime | None = None
 
     FACTS = ("beneficiary_id", "agency", "service_code", "amount", "iban", "channel", "requested_at")
 
+    @property
+    def open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    @property
+    def next_step_owner(self) -> str | None:
+        return NEXT_STEP_OWNER.get(self.state) if self.open else None
+
     def check_same_request(self, **facts: Any) -> None:
+        """Raise RefundConflict unless ``facts`` repeat the original request."""
         different = sorted(k for k in self.FACTS if getattr(self, k) != facts[k])
         if different:
             raise RefundConflict(f"refund {self.refund_id} was already requested with different "
                                  f"{', '.join(different)}")
 
+    def order(self, *, at: datetime, origin: dict[str, Any], decided_by: str | None = None) -> None:
+        """The money may go: the bank is told what to pay (once)."""
+        if self.state in {"AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW"}:
+            self._ordered(refund_id=self.refund_id, beneficiary_id=self.beneficiary_id, amount=self.amount,
+                          iban=self.iban, route=self.route, deadline=self.deadline, ordered_at=at,
+                          decided_by=decided_by, origin=origin)
+
+    @event("Ordered")
+    def _ordered(self, refund_id: str, beneficiary_id: str, amount: int, iban: str, route: str,
+                 deadline: datetime, ordered_at: datetime, decided_by: str | None, origin: dict[str, Any]) -> None:
+        self.state = "ORDERED"
+
+    def check_awaits_decision(self, queue: str) -> None:
+        """Raise NotAwaitingDecision unless the case waits in ``queue`` (e.g. JAWAZAT_QUEUE)."""
+        if self.state != queue and not (self.state in {"ORDERED", "REJECTED"} and self.route == "JAWAZAT"):
+            raise NotAwaitingDecision(f"refund {self.refund_id} is {self.state.lower()}, not in the {queue} queue")
+
+    def reject(self, *, rule: str, reason: str, at: datetime, decided_by: str, origin: dict[str, Any]) -> None:
+        """The request broke a rule (or an employee refused it): closed with the reason, once."""
+        if self.state in {"AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW"}:
+            self._rejected(refund_id=self.refund_id, beneficiary_id=self.beneficiary_id, rule=rule, reason=reason,
+                           decided_by=decided_by, rejected_at=at, origin=origin)
+
+    @event("Rejected")
+    def _rejected(self, refund_id: str, beneficiary_id: str, rule: str, reason: str, decided_by: str,
+                  rejected_at: datetime, origin: dict[str, Any]) -> None:
+        self.state = "REJECTED"
+        self.closed_at = rejected_at
+
+    @property
+    def awaits_bank(self) -> bool:
+        return self.state == "ORDERED"
+
+    def check_return_matches(self, *, amount: int, iban: str) -> None:
+        if amount != self.amount or iban != self.iban:
+            raise ReturnMismatch(f"refund {self.refund_id} was ordered for {self.amount} halalas to the account "
+                                 f"ending {self.iban[-4:]}; the bank returned {amount} to the account ending "
+                                 f"{iban[-4:]}")
+
     def complete(self, *, bank_reference: str, amount: int, iban: str, completed_at: datetime,
                  origin: dict[str, Any]) -> None:
-        if amount != self.amount or iban != self.iban:
-            raise ReturnMismatch(f"refund {self.refund_id} was for {self.amount} halalas to "
-                                 f"{self.iban[-4:]}; the bank returned {amount} to {iban[-4:]}")
-        if self.status == "COMPLETED" and self.bank_reference == bank_reference:
+        """The bank paid the order."""
+        self.check_return_matches(amount=amount, iban=iban)
+        if self.state == "COMPLETED" and self.bank_reference == bank_reference:
             return
-        self._check_open()
-        self._completed(refund_id=self.refund_id, beneficiary_id=self.beneficiary_id,
-                        bank_reference=bank_reference, amount=amount, completed_at=completed_at, origin=origin)
+        self._check_awaits_bank()
+        self._completed(refund_id=self.refund_id, beneficiary_id=self.beneficiary_id, bank_reference=bank_reference,
+                        amount=amount, completed_at=completed_at, on_time=completed_at <= self.deadline,
+                        origin=origin)
 
     @event("Completed")
     def _completed(self, refund_id: str, beneficiary_id: str, bank_reference: str, amount: int,
-                   completed_at: datetime, origin: dict[str, Any]) -> None:
-        self.status = "COMPLETED"
+                   completed_at: datetime, on_time: bool, origin: dict[str, Any]) -> None:
+        self.state = "COMPLETED"
         self.bank_reference = bank_reference
         self.closed_at = completed_at
 
     def fail(self, *, bank_reference: str, reason: str, failed_at: datetime, origin: dict[str, Any]) -> None:
-        if self.status == "FAILED" and self.bank_reference == bank_reference:
+        """The bank could not pay the order."""
+        if self.state == "FAILED" and self.bank_reference == bank_reference:
             return
-        self._check_open()
-        self._failed(refund_id=self.refund_id, beneficiary_id=self.beneficiary_id,
-                     bank_reference=bank_reference, reason=reason, failed_at=failed_at, origin=origin)
+        self._check_awaits_bank()
+        self._failed(refund_id=self.refund_id, beneficiary_id=self.beneficiary_id, bank_reference=bank_reference,
+                     reason=reason, failed_at=failed_at, origin=origin)
 
     @event("Failed")
     def _failed(self, refund_id: str, beneficiary_id: str, bank_reference: str, reason: str,
                 failed_at: datetime, origin: dict[str, Any]) -> None:
-        self.status = "FAILED"
+        self.state = "FAILED"
         self.bank_reference = bank_reference
         self.closed_at = failed_at
 
-    def _check_open(self) -> None:
-        if self.status != "REQUESTED":
-            raise AlreadyClosed(f"refund {self.refund_id} is already {self.status.lower()}")
+    def _check_awaits_bank(self) -> None:
+        if not self.awaits_bank:
+            raise AlreadyClosed(f"refund {self.refund_id} is {self.state.lower()}, not awaiting the bank")
+
+    def mark_overdue(self, *, at: datetime) -> None:
+        """Past the deadline and still open: the citizen is told to call 19990. Once."""
+        if self.open and not self.overdue and at >= self.deadline:
+            self._overdue(refund_id=self.refund_id, beneficiary_id=self.beneficiary_id, agency=self.agency,
+                          route=self.route, state=self.state, owner=self.next_step_owner or self.route_owner,
+                          deadline=self.deadline, marked_at=at)
+
+    @event("Overdue")
+    def _overdue(self, refund_id: str, beneficiary_id: str, agency: str, route: str, state: str, owner: str,
+                 deadline: datetime, marked_at: datetime) -> None:
+        self.overdue = True
+
+
+class ParkedReturn(Aggregate):
+    """A bank answer that arrived before the order it answers: kept, applied once the order exists."""
+
+    @staticmethod
+    def create_id(refund_id: str) -> UUID:
+        return uuid5(NAMESPACE, f"parked-return:{refund_id}")
+
+    @event("Parked")
+    def __init__(self, *, refund_id: str, outcome: str, facts: dict[str, Any], origin: dict[str, Any]) -> None:
+        self.refund_id = refund_id
+        self.outcome = outcome          # "completed" | "failed"
+        self.facts = facts
+        self.origin = origin
+        self.applied = False
+
+    def mark_applied(self) -> None:
+        if not self.applied:
+            self._applied(refund_id=self.refund_id)
+
+    @event("Applied")
+    def _applied(self, refund_id: str) -> None:
+        self.applied = True
+
+    def discard(self, *, reason: str) -> None:
+        """The order exists but the parked answer does not match it: kept on record, not applied."""
+        if not self.applied:
+            self._discarded(refund_id=self.refund_id, reason=reason)
+
+    @event("Discarded")
+    def _discarded(self, refund_id: str, reason: str) -> None:
+        self.applied = True

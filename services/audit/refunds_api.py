@@ -1,0 +1,334 @@
+"""Audit API routes for refund cases, unreflected payments and the Jawazat queue.
+
+Lists are keyset-paginated (an opaque ``cursor``) and sorted; every filter is
+a fixed SQL fragment with a bound parameter, never text built from input.
+"""
+
+# No "from __future__ import annotations": FastAPI must see the closures used in Depends().
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
+from pydantic import BaseModel, Field
+
+from services.audit.api import ID_PATTERN, Pool, _pii, _timeline, case_with_timeline, local, require
+from services.kit.auth import Principal
+from services.kit.calendar import BusinessCalendar
+from services.kit.iban import bank_name
+from services.kit.rules import Rules
+
+READ_ROLES = frozenset({"auditor", "agent", "jawazat", "admin"})
+QUEUE_ROLES = frozenset({"jawazat", "admin", "auditor"})
+DECIDE_ROLES = frozenset({"jawazat"})
+STATES = ("AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW", "ORDERED", "REJECTED", "COMPLETED", "FAILED")
+OPEN_STATES = ("AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW", "ORDERED")
+Status = Literal["open", "overdue", "AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW", "ORDERED", "REJECTED",
+                 "COMPLETED", "FAILED"]
+Route = Literal["BANK", "AUTOMATIC", "MOFA", "JAWAZAT", "MANUAL_REVIEW"]
+#: Publishes a decision command (type, data) and returns its CloudEvent id.
+Decide = Callable[[str, dict[str, Any]], Awaitable[str]]
+
+
+class Sla(BaseModel):
+    deadline: str
+    status: Literal["ON_TIME", "DUE_SOON", "OVERDUE", "MET", "MISSED", "CLOSED"]
+    business_days_elapsed: int
+
+
+class RefundSummary(BaseModel):
+    refund_id: str
+    beneficiary_id: str
+    agency: str
+    service_code: str
+    amount: int
+    iban: str
+    bank_code: str
+    bank_name: str | None
+    channel: str
+    route: str
+    state: str
+    overdue: bool
+    requested_at: str
+    next_step_owner: str | None
+    sla: Sla
+
+
+class RefundPage(BaseModel):
+    items: list[RefundSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class RefundCaseView(RefundSummary):
+    route_owner: str
+    rules_version: str
+    third_party_payer: bool
+    reference: dict[str, str]
+    ordered_at: str | None
+    decided_by: str | None
+    decided_at: str | None
+    rejection_rule: str | None
+    rejection_reason: str | None
+    bank_reference: str | None
+    completed_at: str | None
+    failed_at: str | None
+    failure_reason: str | None
+    timeline: list[Any]
+
+
+class UnreflectedPayment(BaseModel):
+    payment_id: str
+    beneficiary_id: str
+    agency: str
+    service_code: str
+    amount: int
+    channel: str
+    paid_at: str
+    unreflected_since: str
+    responsible_agency: str
+
+
+class UnreflectedPage(BaseModel):
+    items: list[UnreflectedPayment]
+    next_cursor: str | None
+
+
+class Decision(BaseModel):
+    reason: str = Field(min_length=3, max_length=500, description="Why, in words the citizen is told.")
+
+
+class DecisionAccepted(BaseModel):
+    refund_id: str
+    decision: Literal["approved", "declined"]
+    command_id: str = Field(description="The CloudEvent id of the decision sent to the refunds service.")
+
+
+NEXT_OWNER = {"AWAITING_HOLD": "MOF", "JAWAZAT_QUEUE": "JAWAZAT", "MANUAL_REVIEW": "MOFA", "ORDERED": "BANK"}
+
+
+def encode_cursor(*values: Any) -> str:
+    raw = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return [datetime.fromisoformat(values[0]), str(values[1])]
+    except (ValueError, TypeError, IndexError, binascii.Error, json.JSONDecodeError):
+        raise HTTPException(422, "cursor is not one this API issued") from None
+
+
+def sla_of(row: asyncpg.Record, calendar: BusinessCalendar, now: datetime) -> Sla:
+    deadline = row["deadline"]
+    end = row["completed_at"] or row["failed_at"] or row["decided_at"] if row["state"] not in OPEN_STATES else now
+    if row["state"] == "COMPLETED":
+        status = "MET" if row["completed_at"] <= deadline else "MISSED"
+    elif row["state"] in OPEN_STATES:
+        status = calendar.sla_status(deadline, now)
+    else:
+        status = "CLOSED"
+    elapsed = calendar.business_days_between(row["requested_at"], end or now)
+    return Sla(deadline=local(deadline), status=status, business_days_elapsed=elapsed)
+
+
+def summary(row: asyncpg.Record, principal: Principal, calendar: BusinessCalendar, now: datetime) -> dict[str, Any]:
+    return {
+        "refund_id": row["refund_id"], "beneficiary_id": _pii(row["beneficiary_id"], principal),
+        "agency": row["agency"], "service_code": row["service_code"], "amount": row["amount"],
+        "iban": _pii(row["iban"], principal), "bank_code": row["bank_code"], "bank_name": bank_name(row["iban"]),
+        "channel": row["channel"], "route": row["route"], "state": row["state"], "overdue": row["overdue"],
+        "requested_at": local(row["requested_at"]), "next_step_owner": NEXT_OWNER.get(row["state"]),
+        "sla": sla_of(row, calendar, now),
+    }
+
+
+async def oldest_first(db: asyncpg.Pool, table: str, condition: str, order: tuple[str, str], cursor: str | None,
+                       limit: int, filters: list[tuple[str, Any]] | None = None) -> tuple[list, str | None]:
+    """One page of ``table`` rows matching ``condition``, oldest first by ``order``, and the next cursor.
+
+    ``table``, ``condition`` and ``order`` are constants of this module; every
+    value (filters, cursor, limit) is a bound parameter.
+    """
+    args: list[Any] = []
+    sql = f"SELECT * FROM {table} WHERE {condition}"  # noqa: S608 - constants only
+    for fragment, value in filters or []:
+        args.append(value)
+        sql += " AND " + fragment.replace("?", f"${len(args)}")
+    if cursor:
+        args.extend(decode_cursor(cursor))
+        sql += f" AND ({order[0]}, {order[1]}) > (${len(args) - 1}, ${len(args)})"
+    args.append(limit + 1)
+    sql += f" ORDER BY {order[0]}, {order[1]} LIMIT ${len(args)}"
+    async with db.acquire() as conn:
+        rows = await conn.fetch(sql, *args)
+    page = rows[:limit]
+    return page, encode_cursor(page[-1][order[0]], page[-1][order[1]]) if len(rows) > limit else None
+
+
+def refunds_query(status: str | None, route: str | None, agency: str | None, from_: datetime | None,
+                  to: datetime | None, cursor: str | None, limit: int) -> tuple[str, list[Any]]:
+    """The SQL of a refunds search: constant fragments, every value a bound parameter."""
+    conditions: list[str] = []
+    args: list[Any] = []
+
+    def where(fragment: str, value: Any) -> None:
+        args.append(value)
+        conditions.append(fragment.replace("?", f"${len(args)}"))
+
+    if status == "overdue":
+        where("overdue AND state = ANY(?)", list(OPEN_STATES))
+    elif status == "open":
+        where("state = ANY(?)", list(OPEN_STATES))
+    elif status:
+        where("state = ?", status)
+    if route:
+        where("route = ?", route)
+    if agency:
+        where("agency = ?", agency)
+    for bound, fragment in ((from_, "requested_at >= ?"), (to, "requested_at < ?")):
+        if bound is not None:
+            if bound.tzinfo is None:
+                raise HTTPException(422, "from/to need a UTC offset, e.g. 2026-11-01T00:00:00+03:00")
+            where(fragment, bound)
+    if cursor:
+        at, refund_id = decode_cursor(cursor)
+        args.extend([at, refund_id])
+        conditions.append(f"(requested_at, refund_id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit + 1)
+    sql = ("SELECT * FROM audit.refunds" + (" WHERE " + " AND ".join(conditions) if conditions else "")  # noqa: S608
+           + f" ORDER BY requested_at DESC, refund_id DESC LIMIT ${len(args)}")
+    return sql, args
+
+
+def create_refunds_router(
+        pool: Pool, secret: str, rules: Rules, decide: Decide | None,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> APIRouter:
+    router = APIRouter(prefix="/api/v1")
+    calendar = BusinessCalendar.from_rules(rules)
+    reader, queue_reader, decider = require(READ_ROLES, secret), require(QUEUE_ROLES, secret), require(
+        DECIDE_ROLES, secret)
+
+    @router.get("/refunds", response_model=RefundPage, tags=["refunds"])
+    async def list_refunds(
+        principal: Annotated[Principal, Depends(reader)],
+        db: Annotated[asyncpg.Pool, Depends(pool)],
+        status: Annotated[Status | None, Query(description="A case state, `open`, or `overdue`.")] = None,
+        route: Route | None = None,
+        agency: Annotated[str | None, Query(pattern=r"^[A-Z][A-Z0-9_]{1,31}$")] = None,
+        from_: Annotated[datetime | None, Query(alias="from", description="requested at or after")] = None,
+        to: Annotated[datetime | None, Query(description="requested before")] = None,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> RefundPage:
+        """Refund cases, newest request first, filtered; `status=overdue` lists the open cases past deadline."""
+        sql, args = refunds_query(status, route, agency, from_, to, cursor, limit)
+        async with db.acquire() as conn:
+            rows = await conn.fetch(sql, *args)
+        now = clock()
+        page = rows[:limit]
+        next_cursor = encode_cursor(page[-1]["requested_at"], page[-1]["refund_id"]) if len(rows) > limit else None
+        return RefundPage(items=[RefundSummary(**summary(r, principal, calendar, now)) for r in page],
+                          next_cursor=next_cursor)
+
+    @router.get("/refunds/{refund_id}", response_model=RefundCaseView, tags=["refunds"],
+                responses={404: {"description": "No such refund"}})
+    async def refund_case(
+        refund_id: Annotated[str, Path(pattern=ID_PATTERN)],
+        principal: Annotated[Principal, Depends(reader)],
+        db: Annotated[asyncpg.Pool, Depends(pool)],
+    ) -> RefundCaseView:
+        """One refund case: the audit facts, SLA and the full timeline."""
+        row, events = await case_with_timeline(db, "refund", refund_id)
+        reference = row["reference"] if isinstance(row["reference"], dict) else json.loads(row["reference"])
+        return RefundCaseView(
+            **summary(row, principal, calendar, clock()), route_owner=row["route_owner"],
+            rules_version=row["rules_version"], third_party_payer=row["third_party_payer"],
+            reference={k: str(v) for k, v in reference.items()}, ordered_at=local(row["ordered_at"]),
+            decided_by=row["decided_by"], decided_at=local(row["decided_at"]),
+            rejection_rule=row["rejection_rule"], rejection_reason=row["rejection_reason"],
+            bank_reference=row["bank_reference"], completed_at=local(row["completed_at"]),
+            failed_at=local(row["failed_at"]), failure_reason=row["failure_reason"], timeline=_timeline(events))
+
+    @router.get("/payments/unreflected", response_model=UnreflectedPage, tags=["exceptions"])
+    async def unreflected_payments(
+        principal: Annotated[Principal, Depends(reader)],
+        db: Annotated[asyncpg.Pool, Depends(pool)],
+        agency: Annotated[str | None, Query(pattern=r"^[A-Z][A-Z0-9_]{1,31}$")] = None,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> UnreflectedPage:
+        """Payments no agency system acknowledged in time, oldest first, with the agency responsible."""
+        page, next_cursor = await oldest_first(
+            db, "audit.payments", "unreflected_since IS NOT NULL", ("unreflected_since", "payment_id"),
+            cursor, limit, [("agency = ?", agency)] if agency else [])
+        return UnreflectedPage(
+            items=[UnreflectedPayment(
+                payment_id=r["payment_id"], beneficiary_id=_pii(r["beneficiary_id"], principal), agency=r["agency"],
+                service_code=r["service_code"], amount=r["amount"], channel=r["channel"], paid_at=local(r["paid_at"]),
+                unreflected_since=local(r["unreflected_since"]), responsible_agency=r["agency"]) for r in page],
+            next_cursor=next_cursor)
+
+    @router.get("/jawazat/queue", response_model=RefundPage, tags=["jawazat"])
+    async def jawazat_queue(
+        principal: Annotated[Principal, Depends(queue_reader)],
+        db: Annotated[asyncpg.Pool, Depends(pool)],
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> RefundPage:
+        """Absher pre-SADAD requests waiting for a Jawazat employee, oldest first."""
+        page, next_cursor = await oldest_first(db, "audit.refunds", "state = 'JAWAZAT_QUEUE'",
+                                               ("requested_at", "refund_id"), cursor, limit)
+        now = clock()
+        return RefundPage(items=[RefundSummary(**summary(r, principal, calendar, now)) for r in page],
+                          next_cursor=next_cursor)
+
+    async def _decide(refund_id: str, principal: Principal, db: asyncpg.Pool, event_type: str,
+                      extra: dict[str, Any]) -> str:
+        if decide is None:
+            raise HTTPException(503, "decisions cannot be sent right now")
+        async with db.acquire() as conn:
+            state = await conn.fetchval("SELECT state FROM audit.refunds WHERE refund_id = $1", refund_id)
+        if state is None:
+            raise HTTPException(404, f"refund {refund_id} is not in the ledger")
+        if state != "JAWAZAT_QUEUE":
+            raise HTTPException(409, f"refund {refund_id} is {state.lower()}, not waiting in the Jawazat queue")
+        return await decide(event_type, {"refund_id": refund_id, "decided_by": principal.subject,
+                                         "decided_at": clock().isoformat(), **extra})
+
+    @router.post("/jawazat/refunds/{refund_id}/approve", response_model=DecisionAccepted, status_code=202,
+                 tags=["jawazat"], responses={404: {"description": "No such refund"},
+                                              409: {"description": "Not waiting in the queue"}})
+    async def approve(
+        refund_id: Annotated[str, Path(pattern=ID_PATTERN)],
+        principal: Annotated[Principal, Depends(decider)],
+        db: Annotated[asyncpg.Pool, Depends(pool)],
+    ) -> DecisionAccepted:
+        """Approve an Absher request: the refunds service orders the bank to pay it."""
+        command_id = await _decide(refund_id, principal, db, "refund.approved", {})
+        return DecisionAccepted(refund_id=refund_id, decision="approved", command_id=command_id)
+
+    @router.post("/jawazat/refunds/{refund_id}/reject", response_model=DecisionAccepted, status_code=202,
+                 tags=["jawazat"], responses={404: {"description": "No such refund"},
+                                              409: {"description": "Not waiting in the queue"}})
+    async def reject(
+        refund_id: Annotated[str, Path(pattern=ID_PATTERN)],
+        decision: Annotated[Decision, Body()],
+        principal: Annotated[Principal, Depends(decider)],
+        db: Annotated[asyncpg.Pool, Depends(pool)],
+    ) -> DecisionAccepted:
+        """Reject an Absher request with the reason the citizen is told."""
+        command_id = await _decide(refund_id, principal, db, "refund.declined", {"reason": decision.reason})
+        return DecisionAccepted(refund_id=refund_id, decision="declined", command_id=command_id)
+
+    return router
+
+
+def new_command_id() -> str:
+    return str(uuid.uuid4())
