@@ -3,6 +3,7 @@ payments service (hold -> order -> bank answer), parked bank answers, SLA timers
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, TypedDict
 
@@ -14,9 +15,19 @@ from services.kit.ingress import Handler, TimerHandler, UnitOfWork
 from services.kit.rules import Rules, load_rules
 from services.kit.settings import Settings
 from services.kit.store import LedgerApplication
-from services.refunds.domain import ParkedReturn, RefundCase, RefundsError, UnknownRefund
+from services.refunds.domain import (
+    ParkedReturn,
+    PaymentRef,
+    RefundCase,
+    RefundsError,
+    StatusMismatch,
+    UnknownRefund,
+    visa_refund_id,
+)
 
 OVERDUE = "refund.overdue"
+STATUS_MISMATCH = "visa.status_mismatch"
+VISA_AGENCY, VISA_SERVICE = "MUSANED", "VISA_FEE"
 #: The route and first state of a request, by the channel it came through.
 REQUEST_ROUTES = {"BANK": ("BANK", "AWAITING_HOLD"), "ABSHER": ("JAWAZAT", "JAWAZAT_QUEUE")}
 
@@ -142,6 +153,81 @@ class Refunds:
                     decided_by=d["decided_by"], origin=envelope.origin)
         uow.cancel(OVERDUE, case.refund_id)
 
+    def payment_recorded(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """Remember the account that paid; open the visa refunds that waited for it."""
+        d = envelope.data
+        ref: PaymentRef | None = uow.get(PaymentRef.create_id(d["payment_id"]))
+        if ref is None:
+            ref = PaymentRef(payment_id=d["payment_id"])
+            uow.add(ref)
+        for refund in ref.record(payer_iban=d["payer_iban"], payer_id=d["payer_id"]):
+            self._open_visa_case(uow, refund, ref)
+
+    def visa_refund_started(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """Musaned accepted a refundable visa's cancellation: the refund case opens (with the paying account)."""
+        d = envelope.data
+        refund = {**{k: d[k] for k in ("sponsor_id", "export_number", "serial_number", "payment_id", "amount",
+                                       "route", "requested_at", "accepted_at", "channel")},
+                  "refund_id": visa_refund_id(d["sponsor_id"], d["export_number"], d["serial_number"]),
+                  "origin": envelope.origin}
+        if _case(uow, refund["refund_id"]) is not None:
+            return  # started before: a repeat changes nothing
+        ref: PaymentRef | None = uow.get(PaymentRef.create_id(d["payment_id"]))
+        if ref is None:
+            ref = PaymentRef(payment_id=d["payment_id"])
+            uow.add(ref)
+        if ref.known:
+            self._open_visa_case(uow, refund, ref)
+        else:
+            ref.wait(refund)
+
+    def _open_visa_case(self, uow: UnitOfWork, refund: dict[str, Any], ref: PaymentRef) -> None:
+        accepted_at = datetime.fromisoformat(refund["accepted_at"])
+        route = refund["route"]
+        assert ref.payer_iban is not None and ref.payer_id is not None
+        case = self.open_case(
+            uow, refund_id=refund["refund_id"], route=route,
+            state="MANUAL_REVIEW" if route == "MANUAL_REVIEW" else "ACCEPTED",
+            facts={"beneficiary_id": refund["sponsor_id"], "agency": VISA_AGENCY, "service_code": VISA_SERVICE,
+                   "amount": refund["amount"], "iban": ref.payer_iban, "channel": refund["channel"],
+                   "requested_at": datetime.fromisoformat(refund["requested_at"]),
+                   "third_party_payer": ref.payer_id != refund["sponsor_id"]},
+            starts_at=accepted_at, origin=refund["origin"],
+            reference={k: refund[k] for k in ("sponsor_id", "export_number", "serial_number", "payment_id")})
+        if route != "MANUAL_REVIEW":
+            case.order(at=accepted_at, origin=refund["origin"])
+            self._apply_parked(uow, case)
+
+    def visa_status_changed(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """FEES_RESTORED starts a watch: no bank completion by the route's deadline is a status mismatch."""
+        d = envelope.data
+        if d["status"] != "FEES_RESTORED":
+            return
+        refund_id = visa_refund_id(d["sponsor_id"], d["export_number"], d["serial_number"])
+        changed_at = envelope.at("changed_at")
+        case = _case(uow, refund_id)
+        due = case.deadline if case is not None else self.calendar.deadline(self.rules.route("MOFA"), changed_at)
+        key = json.dumps([d["sponsor_id"], d["export_number"], d["serial_number"], changed_at.isoformat()])
+        uow.schedule(STATUS_MISMATCH, key, due)
+
+    def check_status(self, uow: UnitOfWork, key: str, _due_at: datetime, now: datetime) -> None:
+        """Timer: fees restored by NIC's status, but did the money arrive?"""
+        sponsor_id, export_number, serial_number, changed_at = json.loads(key)
+        refund_id = visa_refund_id(sponsor_id, export_number, serial_number)
+        case = _case(uow, refund_id)
+        if case is not None and case.state == "COMPLETED":
+            return
+        if case is not None and case.open and now < case.deadline:
+            uow.schedule(STATUS_MISMATCH, key, case.deadline)  # the case opened later: watch its own deadline
+            return
+        if uow.get(StatusMismatch.create_id(refund_id)) is None:
+            uow.add(StatusMismatch(
+                refund_id=refund_id, sponsor_id=sponsor_id, export_number=export_number,
+                serial_number=serial_number, status="FEES_RESTORED",
+                status_changed_at=datetime.fromisoformat(changed_at),
+                deadline=case.deadline if case else _due_at, refund_state=case.state if case else None,
+                owner=(case.next_step_owner or case.route_owner) if case else VISA_AGENCY, flagged_at=now))
+
     def _apply_parked(self, uow: UnitOfWork, case: RefundCase) -> None:
         parked: ParkedReturn | None = uow.get(ParkedReturn.create_id(case.refund_id))
         if parked is None or parked.applied:
@@ -192,8 +278,12 @@ def handlers(app: LedgerApplication) -> dict[str, Handler]:
         "ledger.balance.hold_refused": refunds.hold_refused,
         "refund.approved": refunds.approve,
         "refund.declined": refunds.decline,
+        "ledger.payment.recorded": refunds.payment_recorded,
+        "ledger.visa.refund_started": refunds.visa_refund_started,
+        "ledger.visa.status_changed": refunds.visa_status_changed,
     }
 
 
 def timer_handlers(app: LedgerApplication) -> dict[str, TimerHandler]:
-    return {OVERDUE: _refunds(app).overdue}
+    refunds = _refunds(app)
+    return {OVERDUE: refunds.overdue, STATUS_MISMATCH: refunds.check_status}

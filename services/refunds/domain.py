@@ -106,7 +106,7 @@ class RefundCase(Aggregate):
 
     def order(self, *, at: datetime, origin: dict[str, Any], decided_by: str | None = None) -> None:
         """The money may go: the bank is told what to pay (once)."""
-        if self.state in {"AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW"}:
+        if self.state in {"ACCEPTED", "AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW"}:
             self._ordered(refund_id=self.refund_id, beneficiary_id=self.beneficiary_id, amount=self.amount,
                           iban=self.iban, route=self.route, deadline=self.deadline, ordered_at=at,
                           decided_by=decided_by, origin=origin)
@@ -224,3 +224,68 @@ class ParkedReturn(Aggregate):
     @event("Discarded")
     def _discarded(self, refund_id: str, reason: str) -> None:
         self.applied = True
+
+
+def visa_refund_id(sponsor_id: str, export_number: str, serial_number: str) -> str:
+    """The refund id of a visa fee refund: the visa's key, which the citizen and the bank can quote."""
+    return f"V-{sponsor_id}-{export_number}-{serial_number}"
+
+
+class PaymentRef(Aggregate):
+    """What the refunds service knows of a payment: the account that paid (refunds go back there).
+
+    A visa refund that starts before the payment is known waits here and
+    opens as soon as the payment arrives.
+    """
+
+    @staticmethod
+    def create_id(payment_id: str) -> UUID:
+        return uuid5(NAMESPACE, f"payment:{payment_id}")
+
+    @event("Noted")
+    def __init__(self, *, payment_id: str) -> None:
+        self.payment_id = payment_id
+        self.payer_iban: str | None = None
+        self.payer_id: str | None = None
+        self.pending: list[dict[str, Any]] = []
+
+    @property
+    def known(self) -> bool:
+        return self.payer_iban is not None
+
+    def record(self, *, payer_iban: str, payer_id: str) -> list[dict[str, Any]]:
+        """The payment's facts arrived; the refunds that waited for them."""
+        if self.known:
+            return []
+        waiting = list(self.pending)
+        self._recorded(payment_id=self.payment_id, payer_iban=payer_iban, payer_id=payer_id)
+        return waiting
+
+    @event("Recorded")
+    def _recorded(self, payment_id: str, payer_iban: str, payer_id: str) -> None:
+        self.payer_iban = payer_iban
+        self.payer_id = payer_id
+        self.pending = []
+
+    def wait(self, refund: dict[str, Any]) -> None:
+        """Keep a refund until the payment's facts arrive (once per refund id)."""
+        if all(p["refund_id"] != refund["refund_id"] for p in self.pending):
+            self._waiting(payment_id=self.payment_id, refund=refund)
+
+    @event("RefundWaiting")
+    def _waiting(self, payment_id: str, refund: dict[str, Any]) -> None:
+        self.pending = [*self.pending, refund]
+
+
+class StatusMismatch(Aggregate):
+    """NIC says the visa's fees were restored, but no bank completion arrived within the deadline."""
+
+    @staticmethod
+    def create_id(refund_id: str) -> UUID:
+        return uuid5(NAMESPACE, f"status-mismatch:{refund_id}")
+
+    @event("Flagged")
+    def __init__(self, *, refund_id: str, sponsor_id: str, export_number: str, serial_number: str, status: str,
+                 status_changed_at: datetime, deadline: datetime, refund_state: str | None, owner: str,
+                 flagged_at: datetime) -> None:
+        self.refund_id = refund_id

@@ -10,7 +10,7 @@ from services.kit.iban import bank_code
 from services.kit.outbox import Outbound
 from services.kit.runtime import ServiceSpec
 from services.refunds import application
-from services.refunds.domain import RefundCase, RefundsError
+from services.refunds.domain import RefundCase, RefundsError, StatusMismatch
 
 TOPIC = "ledger.refunds"
 ORDERS = "bank-refund-orders"
@@ -72,6 +72,15 @@ def _overdue(event: RefundCase.Overdue) -> Outbound:
     }, subject=f"refund/{event.refund_id}")
 
 
+def _status_mismatch(event: StatusMismatch.Flagged) -> Outbound:
+    return Outbound(TOPIC, event.sponsor_id, "ledger.refund.status_mismatch", event.flagged_at, {
+        "refund_id": event.refund_id, "sponsor_id": event.sponsor_id, "export_number": event.export_number,
+        "serial_number": event.serial_number, "status": event.status,
+        "status_changed_at": event.status_changed_at.isoformat(), "deadline": event.deadline.isoformat(),
+        "refund_state": event.refund_state, "owner": event.owner, "flagged_at": event.flagged_at.isoformat(),
+    }, subject=f"refund/{event.refund_id}")
+
+
 #: Case events as CloudEvents. A parked bank answer is internal until it applies.
 TRANSLATIONS: dict[type, Any] = {
     RefundCase.Opened: _opened,
@@ -80,6 +89,7 @@ TRANSLATIONS: dict[type, Any] = {
     RefundCase.Completed: _completed,
     RefundCase.Failed: _failed,
     RefundCase.Overdue: _overdue,
+    StatusMismatch.Flagged: _status_mismatch,
 }
 
 
@@ -90,7 +100,7 @@ def translate(event: Any) -> Outbound | list[Outbound] | None:
 
 SPEC = ServiceSpec(
     name="refunds",
-    inbound_topics=("refund-requests", "bank-returns", "jawazat-decisions", "ledger.payments"),
+    inbound_topics=("refund-requests", "bank-returns", "jawazat-decisions", "ledger.payments", "ledger.visas"),
     build_application=application.RefundsApplication,
     handlers=application.handlers,
     translate=translate,

@@ -20,6 +20,9 @@ from services.payments.domain import PaymentsError
 from services.refunds import application as refunds
 from services.refunds import service as refunds_service
 from services.refunds.domain import RefundsError
+from services.visas import application as visas
+from services.visas import service as visas_service
+from services.visas.domain import VisasError
 from tests.factories import (
     IBAN_OTHER,
     PAID_AT,
@@ -68,17 +71,22 @@ def saga(db_settings):
     ref = Side(ref_app, Ingress(ref_app, "refunds", registry, refunds.handlers(ref_app), (RefundsError,),
                                 timer_handlers=refunds.timer_handlers(ref_app)),
                OutboxRelay(ref_app, "refunds", refunds_service.translate, None, None))
+    visa_app = visas.VisasApplication(db_settings)
+    visa = Side(visa_app, Ingress(visa_app, "visas", registry, visas.handlers(visa_app), (VisasError,)),
+                OutboxRelay(visa_app, "visas", visas_service.translate, None, None))
     try:
-        yield Saga(pay, ref, registry)
+        yield Saga(pay, ref, visa, registry)
     finally:
         pay_app.close()
         ref_app.close()
+        visa_app.close()
 
 
 @dataclass
 class Saga:
     pay: Side
     ref: Side
+    visa: Side
     registry: SchemaRegistry
     orders: list = field(default_factory=list)
     ledger: list = field(default_factory=list)
@@ -87,7 +95,8 @@ class Saga:
         """Carry every published event to its consumers until nothing moves."""
         for _ in range(10):
             moved = False
-            routes = ((self.pay, self.ref, "ledger.payments"), (self.ref, self.pay, "ledger.refunds"))
+            routes = ((self.pay, self.ref, "ledger.payments"), (self.ref, self.pay, "ledger.refunds"),
+                      (self.visa, self.ref, "ledger.visas"))
             for side, other, followed in routes:
                 records = side.published()
                 moved |= bool(records)
@@ -210,3 +219,96 @@ def test_every_event_the_saga_publishes_validates_against_the_schemas(saga):
         parse(RawMessage("any", 0, n, None, json.dumps(event).encode()), saga.registry, saga.registry.types)
     assert {"refund.ordered", "ledger.refund.rejected", "ledger.balance.held", "ledger.balance.hold_refused",
             "ledger.refund.completed", "ledger.balance.refunded"} <= set(saga.types())
+
+
+SPONSOR = "1012345678"
+ISSUED = PAID_AT + timedelta(hours=2)
+
+
+def visa_event(event_type: str, **data) -> bytes:
+    key = {"sponsor_id": SPONSOR, "export_number": "1448001234", "serial_number": "3"}
+    return cloudevent(event_type, {**key, **data}, source="nic" if event_type == "visa.status_changed" else "musaned")
+
+
+def cancel_visa(saga: Saga, *, after: timedelta, visa_type: str = "DOMESTIC_WORKER") -> None:
+    saga.visa.feed("visas", [visa_event("visa.issued", visa_type=visa_type, payment_id="PAY-V", fee=200000,
+                                        issued_at=ISSUED.isoformat())])
+    saga.visa.feed("cancellations", [
+        visa_event("visa.cancellation_requested", requested_at=(ISSUED + after).isoformat(), channel="MUSANED"),
+        visa_event("visa.cancellation_accepted", accepted_at=(ISSUED + after + timedelta(hours=1)).isoformat())])
+    saga.settle()
+
+
+def pay_visa_fee(saga: Saga, payer_id: str = SPONSOR, iban: str = "SA0380000000608010167519") -> None:
+    saga.pay.feed("payments", [cloudevent("payment.recorded", payment(
+        "PAY-V", beneficiary_id=SPONSOR, payer_id=payer_id, payer_iban=iban, amount=200000, agency="MUSANED",
+        service_code="VISA_FEE"))])
+    saga.settle()
+
+
+@pytest.mark.parametrize(("after", "route"), [(timedelta(hours=71, minutes=59), "AUTOMATIC"),
+                                              (timedelta(hours=72), "MOFA")])
+def test_a_visa_cancellation_refunds_the_paying_account_on_its_route(saga, after, route):
+    pay_visa_fee(saga, payer_id="2012345678", iban=IBAN_OTHER)
+    cancel_visa(saga, after=after)
+    [order] = saga.orders
+    assert (order["data"]["route"], order["data"]["iban"], order["data"]["amount"]) == (route, IBAN_OTHER, 200000)
+    refund_id = order["data"]["refund_id"]
+    case = saga.ref.app.case(refund_id)
+    assert case["state"] == "ORDERED"
+    accepted = ISSUED + after + timedelta(hours=1)
+    if route == "MOFA":
+        assert case["deadline"].date() == (accepted + timedelta(days=15)).date()
+    else:
+        assert case["deadline"] - accepted < timedelta(days=8)  # three business days (+ a weekend)
+    [opened] = [e for e in saga.ledger if e["type"] == "ledger.refund.requested"]
+    assert opened["data"]["third_party_payer"] is True  # the money goes back to the payer, not the sponsor
+
+
+def test_a_visa_refund_that_starts_before_its_payment_is_known_opens_when_the_payment_arrives(saga):
+    cancel_visa(saga, after=timedelta(hours=5))
+    assert saga.orders == []
+    pay_visa_fee(saga)
+    [order] = saga.orders
+    assert order["data"]["route"] == "AUTOMATIC"
+
+
+def test_a_visit_visa_opens_no_refund(saga):
+    pay_visa_fee(saga)
+    cancel_visa(saga, after=timedelta(hours=5), visa_type="VISIT")
+    assert saga.orders == []
+    assert "ledger.visa.closed_non_refundable" in saga.types()
+
+
+def test_fees_restored_without_a_bank_completion_by_the_deadline_is_a_status_mismatch_once(saga):
+    pay_visa_fee(saga)
+    cancel_visa(saga, after=timedelta(hours=5))
+    [order] = saga.orders
+    saga.visa.feed("visas", [visa_event("visa.status_changed", status="FEES_RESTORED",
+                                        changed_at=(ISSUED + timedelta(days=1)).isoformat())])
+    saga.settle()
+    deadline = saga.ref.app.case(order["data"]["refund_id"])["deadline"]
+    saga.ref.ingress.clock = lambda: deadline + timedelta(minutes=1)
+    saga.ref.ingress.fire_timers()
+    saga.ref.ingress.fire_timers()
+    saga.settle()
+    [mismatch] = [e for e in saga.ledger if e["type"] == "ledger.refund.status_mismatch"]
+    assert (mismatch["data"]["refund_state"], mismatch["data"]["owner"]) == ("ORDERED", "BANK")
+
+
+def test_fees_restored_and_paid_in_time_is_no_mismatch(saga):
+    pay_visa_fee(saga)
+    cancel_visa(saga, after=timedelta(hours=5))
+    [order] = saga.orders
+    refund_id = order["data"]["refund_id"]
+    saga.ref.feed("bank-returns", [cloudevent("refund.completed", bank_completion(
+        refund_id, amount=200000, at=ISSUED + timedelta(days=1)))])
+    saga.visa.feed("visas", [visa_event("visa.status_changed", status="FEES_RESTORED",
+                                        changed_at=(ISSUED + timedelta(days=1)).isoformat())])
+    saga.settle()
+    deadline = saga.ref.app.case(refund_id)["deadline"]
+    saga.ref.ingress.clock = lambda: deadline + timedelta(minutes=1)
+    saga.ref.ingress.fire_timers()
+    saga.settle()
+    assert "ledger.refund.status_mismatch" not in saga.types()
+    assert saga.ref.app.case(refund_id)["state"] == "COMPLETED"
