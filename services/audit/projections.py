@@ -150,7 +150,54 @@ def _refund_update(sql: str, *fields: str) -> Projector:
     return project
 
 
+def _visa_upsert(columns: dict[str, str]) -> Projector:
+    """Insert the visa row if new and set ``columns`` (column -> data field) from the event."""
+    names = list(columns)
+
+    async def project(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+        d = e.data
+        values = [parse_time(d[f]) if f.endswith("_at") and d.get(f) else d.get(f) for f in columns.values()]
+        sets = ", ".join(f"{name} = COALESCE(${i + 5}, v.{name})" for i, name in enumerate(names))
+        await conn.execute(
+            f"INSERT INTO audit.visas AS v (visa_key, sponsor_id, export_number, serial_number, {', '.join(names)}) "  # noqa: S608 - constant columns
+            f"VALUES ($1, $2, $3, $4, {', '.join(f'${i + 5}' for i in range(len(names)))}) "
+            f"ON CONFLICT (visa_key) DO UPDATE SET {sets}, updated_at = now()",
+            visa_key(d), d["sponsor_id"], d["export_number"], d["serial_number"], *values)
+    return project
+
+
+async def _visa_status(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+    d = e.data
+    await conn.execute(
+        "INSERT INTO audit.visas AS v (visa_key, sponsor_id, export_number, serial_number, status, status_changed_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (visa_key) DO UPDATE SET status = EXCLUDED.status, "
+        "status_changed_at = EXCLUDED.status_changed_at, updated_at = now() "
+        "WHERE v.status_changed_at IS NULL OR v.status_changed_at <= EXCLUDED.status_changed_at",
+        visa_key(d), d["sponsor_id"], d["export_number"], d["serial_number"], d["status"],
+        parse_time(d["changed_at"]))
+
+
+async def _status_mismatch(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+    d = e.data
+    await conn.execute("UPDATE audit.visas SET status_mismatch_at = $2, updated_at = now() WHERE visa_key = $1",
+                       visa_key(d), parse_time(d["flagged_at"]))
+
+
+VISA_ISSUED = {"visa_type": "visa_type", "payment_id": "payment_id", "fee": "fee", "issued_at": "issued_at"}
+VISA_REQUESTED = {"cancellation_requested_at": "requested_at", "cancellation_channel": "channel"}
+VISA_ROUTED = {**VISA_ISSUED, **VISA_REQUESTED, "route": "route", "route_rule": "rule", "route_reason": "reason",
+               "rules_version": "rules_version", "hours_since_issue": "hours_since_issue"}
+
 PROJECTORS: dict[str, Projector] = {
+    "ledger.visa.issued": _visa_upsert(VISA_ISSUED),
+    "ledger.visa.cancellation_requested": _visa_upsert(VISA_REQUESTED),
+    "ledger.visa.cancellation_accepted": _visa_upsert({"cancelled_at": "accepted_at"}),
+    "ledger.visa.cancellation_routed": _visa_upsert(VISA_ROUTED),
+    "ledger.visa.refund_started": _visa_upsert({"cancelled_at": "accepted_at", "route": "route"}),
+    "ledger.visa.closed_non_refundable": _visa_upsert({"cancelled_at": "accepted_at", "route": "route",
+                                                       "route_reason": "reason"}),
+    "ledger.visa.status_changed": _visa_status,
+    "ledger.refund.status_mismatch": _status_mismatch,
     "ledger.payment.recorded": _payment_recorded,
     "ledger.payment.acknowledged": _payment_acknowledged,
     "ledger.payment.unreflected": _payment_unreflected,

@@ -66,6 +66,8 @@ class RefundPage(BaseModel):
 
 
 class RefundCaseView(RefundSummary):
+    time_by_agency: dict[str, float] = Field(
+        description="Hours the case spent with each agency (who held it), so a breach is charged to its cause.")
     route_owner: str
     rules_version: str
     third_party_payer: bool
@@ -107,6 +109,27 @@ class DecisionAccepted(BaseModel):
     refund_id: str
     decision: Literal["approved", "declined"]
     command_id: str = Field(description="The CloudEvent id of the decision sent to the refunds service.")
+
+
+#: Who holds a case before and after its bank order, by route.
+HOLDER_BEFORE_ORDER = {"BANK": "BANK", "AUTOMATIC": "MUSANED", "MOFA": "MUSANED", "JAWAZAT": "JAWAZAT",
+                       "MANUAL_REVIEW": "MOFA"}
+HOLDER_AFTER_ORDER = {"MOFA": "MOFA"}  # MoFA pays its refunds; every other route's order is the bank's
+
+
+def time_by_agency(row: asyncpg.Record, now: datetime) -> dict[str, float]:
+    """Hours each agency held the case: from the request to the order, then to the close (or now)."""
+    closed = row["completed_at"] or row["failed_at"] or (row["decided_at"] if row["state"] == "REJECTED" else None)
+    end = closed or now
+    ordered = row["ordered_at"]
+    spans = [(HOLDER_BEFORE_ORDER.get(row["route"], row["route_owner"]), row["requested_at"], ordered or end)]
+    if ordered is not None:
+        spans.append((HOLDER_AFTER_ORDER.get(row["route"], "BANK"), ordered, end))
+    held: dict[str, float] = {}
+    for agency, start, stop in spans:
+        hours = max(0.0, (stop - start).total_seconds() / 3600)
+        held[agency] = round(held.get(agency, 0.0) + hours, 2)
+    return held
 
 
 NEXT_OWNER = {"AWAITING_HOLD": "MOF", "JAWAZAT_QUEUE": "JAWAZAT", "MANUAL_REVIEW": "MOFA", "ORDERED": "BANK"}
@@ -247,8 +270,10 @@ def create_refunds_router(
         """One refund case: the audit facts, SLA and the full timeline."""
         row, events = await case_with_timeline(db, "refund", refund_id)
         reference = row["reference"] if isinstance(row["reference"], dict) else json.loads(row["reference"])
+        now = clock()
         return RefundCaseView(
-            **summary(row, principal, calendar, clock()), route_owner=row["route_owner"],
+            **summary(row, principal, calendar, now), time_by_agency=time_by_agency(row, now),
+            route_owner=row["route_owner"],
             rules_version=row["rules_version"], third_party_payer=row["third_party_payer"],
             reference={k: str(v) for k, v in reference.items()}, ordered_at=local(row["ordered_at"]),
             decided_by=row["decided_by"], decided_at=local(row["decided_at"]),

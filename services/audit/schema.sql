@@ -134,3 +134,29 @@ CREATE TABLE IF NOT EXISTS audit.projection_errors (
     error text NOT NULL, raw bytea, at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (topic, kafka_partition, kafka_offset)
 );
+
+-- One row per visa (sponsor, export number, serial number) and its cancellation.
+CREATE TABLE IF NOT EXISTS audit.visas (
+    visa_key           text PRIMARY KEY,        -- sponsor_id/export_number/serial_number
+    sponsor_id         text NOT NULL,
+    export_number      text NOT NULL,
+    serial_number      text NOT NULL,
+    visa_type          text,
+    payment_id         text,
+    fee                bigint,
+    issued_at          timestamptz,
+    cancellation_requested_at timestamptz,
+    cancellation_channel text,
+    cancelled_at       timestamptz,             -- Musaned accepted the cancellation
+    route              text,
+    route_rule         text,
+    route_reason       text,
+    rules_version      text,
+    hours_since_issue  double precision,
+    status             text,
+    status_changed_at  timestamptz,
+    status_mismatch_at timestamptz,             -- fees restored, no bank completion by the deadline
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS visas_sponsor ON audit.visas (sponsor_id);
+CREATE INDEX IF NOT EXISTS visas_mismatch ON audit.visas (status_mismatch_at) WHERE status_mismatch_at IS NOT NULL;

@@ -17,6 +17,7 @@ from faust.contrib.asgi import serve_asgi
 from services.audit.api import create_api
 from services.audit.projections import FOLLOWED_TOPICS, Projection, create_schema
 from services.audit.refunds_api import create_refunds_router
+from services.audit.visas_api import create_visas_router
 from services.kit import envelope
 from services.kit.auth import check_secret
 from services.kit.kafka import Publisher, Record, ensure_topics
@@ -127,7 +128,8 @@ def build_worker(settings: Settings) -> tuple[faust.App, AuditRuntime]:
     api = create_api(lambda: runtime.pool, settings.audit_api_secret,
                      lambda target: add_operational_routes(target, runtime.health),
                      routers=[lambda pool: create_refunds_router(pool, settings.audit_api_secret, rules,
-                                                                 runtime.decide)])
+                                                                 runtime.decide),
+                              lambda pool: create_visas_router(pool, settings.audit_api_secret, rules)])
     add_request_metrics(api)
     serve_asgi(app, api, host=settings.audit_api_host, port=settings.audit_api_port, log_level="warning")
     return app, runtime

@@ -9,6 +9,10 @@ reflected"), service fees charged against the balance, and refunds:
   account or more than the balance (rejected with the rule); the bank pays
   most orders, fails a few, answers some late (overdue cases) and some
   before the order reaches it (parked answers);
+* journey B, Musaned visas: issued against a SADAD fee payment, cancelled
+  within 72 hours (automatic refund) or later (MoFA), visit visas (not
+  refundable), visas from the COVID window (manual review); NIC's
+  FEES_RESTORED status, sometimes with no bank completion behind it;
 * journey C, pre-SADAD balances from Absher: the request waits in the
   Jawazat queue for an employee.
 
@@ -34,6 +38,7 @@ from services.kit.settings import Settings
 
 BANK_CODES = ("10", "15", "20", "30", "45", "55", "60", "65", "80", "05")
 PAYMENT_CHANNELS = ("SADAD_ONLINE", "SADAD_ONLINE", "SADAD_ONLINE", "SADAD_ATM", "SADAD_BRANCH")
+VISA_TYPES = ("DOMESTIC_WORKER", "WORK", "FAMILY", "VISIT")
 SERVICES = (("JAWAZAT", "PASSPORT_ISSUE", 30000), ("JAWAZAT", "EXIT_REENTRY", 20000),
             ("JAWAZAT", "IQAMA_RENEWAL", 65000), ("MOI", "TRAFFIC_FINE", 15000),
             ("MOI", "DRIVING_LICENCE", 40000))
@@ -69,6 +74,10 @@ class Scenario:
     bank_silent_share: float = 0.08       # orders the bank never answers (they go overdue)
     backdated_share: float = 0.1          # requests made days ago (their SLA clock already ran)
     absher_share: float = 0.03            # pre-SADAD refunds requested in Absher
+    visa_share: float = 0.2               # Musaned visas issued (per payment)
+    visa_cancel_share: float = 0.5        # ... later cancelled
+    late_cancel_share: float = 0.4        # ... 72 hours or more after issue (MoFA)
+    covid_visa_share: float = 0.03        # ... issued inside the COVID window (manual review)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -122,6 +131,57 @@ class Scenario:
                                              amount - charged_fee)
             if self.rng.random() < self.absher_share:
                 yield from self._absher_refund(now, counter)
+            if self.rng.random() < self.visa_share:
+                yield from self._visa(now, counter)
+
+    def _visa(self, now: datetime, counter: int) -> Iterator[Record]:
+        """Journey B: a visa paid through SADAD, maybe cancelled, refunded to the paying account."""
+        sponsor, iban = self._person()
+        visa_type = self.rng.choices(VISA_TYPES, weights=(60, 20, 10, 10))[0]
+        fee = 30000 if visa_type == "VISIT" else 200000
+        cancelled = self.rng.random() < self.visa_cancel_share
+        late = self.rng.random() < self.late_cancel_share
+        gap = timedelta(hours=self.rng.uniform(72, 400) if late else self.rng.uniform(1, 71.9))
+        requested = now - timedelta(minutes=self.rng.uniform(5, 120))
+        issued = requested - gap if cancelled else now - timedelta(hours=self.rng.uniform(1, 48))
+        if self.rng.random() < self.covid_visa_share:
+            issued = datetime(2021, 1, 1, 9, tzinfo=timezone.utc) + timedelta(days=self.rng.uniform(0, 400))
+        key = {"sponsor_id": sponsor, "export_number": f"{1440000000 + counter}", "serial_number": "1"}
+        payment_id = f"SADAD-V-{self.seed or 0}-{counter:09d}"
+        paid = issued - timedelta(hours=1)
+        yield Record("payments", sponsor.encode(), cloudevent(
+            source=f"bank/{iban[4:6]}", event_type="payment.recorded", time_=paid, data={
+                "payment_id": payment_id, "beneficiary_id": sponsor, "payer_id": sponsor, "payer_iban": iban,
+                "agency": "MUSANED", "service_code": "VISA_FEE", "amount": fee, "currency": "SAR",
+                "channel": "MUSANED", "paid_at": paid.isoformat()}))
+        yield Record("visas", sponsor.encode(), cloudevent(
+            source="musaned", event_type="visa.issued", time_=issued, data={
+                **key, "visa_type": visa_type, "payment_id": payment_id, "fee": fee,
+                "issued_at": issued.isoformat()}))
+        if not cancelled:
+            return
+        requested = max(requested, issued + timedelta(minutes=1))
+        accepted = min(now, requested + timedelta(seconds=self.rng.uniform(10, 90)))
+        yield Record("cancellations", sponsor.encode(), cloudevent(
+            source="musaned", event_type="visa.cancellation_requested", time_=requested, data={
+                **key, "requested_at": requested.isoformat(), "channel": self.rng.choice(("MUSANED", "ABSHER"))}))
+        yield Record("cancellations", sponsor.encode(), cloudevent(
+            source="musaned", event_type="visa.cancellation_accepted", time_=accepted, data={
+                **key, "accepted_at": accepted.isoformat()}))
+        if visa_type == "VISIT" or self.rng.random() < self.bank_silent_share:
+            return
+        restored = min(now, accepted + timedelta(seconds=self.rng.uniform(5, 60)))
+        yield Record("visas", sponsor.encode(), cloudevent(
+            source="nic", event_type="visa.status_changed", time_=restored, data={
+                **key, "status": "FEES_RESTORED", "changed_at": restored.isoformat()}))
+        if self.rng.random() < 0.2:
+            return  # fees restored on paper, no money: a status mismatch once the deadline passes
+        paid_back = min(now, restored + timedelta(seconds=self.rng.uniform(5, 60)))
+        yield Record("bank-returns", sponsor.encode(), cloudevent(
+            source=f"bank/{iban[4:6]}", event_type="refund.completed", time_=paid_back, data={
+                "refund_id": f"V-{sponsor}-{key['export_number']}-{key['serial_number']}",
+                "bank_reference": f"{iban[4:6]}-{self.rng.randrange(10**9):09d}", "amount": fee, "iban": iban,
+                "completed_at": paid_back.isoformat()}))
 
     def _requested_at(self, now: datetime) -> datetime:
         if self.rng.random() < self.backdated_share:

@@ -1,13 +1,14 @@
-"""Journey A (government payments balance) and journey C (Absher pre-SADAD
-through the Jawazat queue) end to end: partner events on Kafka -> payments and
-refunds services (real processes) -> bank orders -> bank returns -> the audit
-API shows the audit facts."""
+"""The refund journeys end to end: A (government payments balance), B (Musaned
+visas) and C (Absher pre-SADAD through the Jawazat queue). Partner events on
+Kafka -> the services (real processes) -> bank orders -> bank returns -> the
+audit API shows the audit facts."""
 
 from __future__ import annotations
 
 import json
 import urllib.request
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -25,7 +26,7 @@ def journey_stack(postgres, kafka):
     database_url = fresh_database(postgres)
     prefix = f"j{uuid.uuid4().hex[:8]}."
     env = service_env(database_url, kafka.bootstrap_servers, prefix, TIMER_INTERVAL="0.5")
-    processes = {name: ServiceProcess(name, env) for name in ("payments", "refunds", "audit")}
+    processes = {name: ServiceProcess(name, env) for name in ("payments", "visas", "refunds", "audit")}
     try:
         start_all(processes.values())
         yield kafka.bootstrap_servers, prefix, processes
@@ -135,3 +136,55 @@ def test_an_absher_request_waits_in_the_jawazat_queue_until_an_employee_decides(
     assert (declined["decided_by"], declined["rejection_rule"]) == ("jawazat:e.alharbi", "declined_by_jawazat")
     assert declined["rejection_reason"] == "the balance was already refunded"
     assert post(f"{audit.url}/api/v1/jawazat/refunds/{decline_id}/approve", employee)[0] == 409
+
+
+def test_a_cancelled_visa_is_refunded_on_its_route_and_shown_with_its_audit_facts(journey_stack):
+    bootstrap, prefix, services = journey_stack
+    audit, sponsor = services["audit"], person()
+    token = issue_token(TEST_SECRET, "auditor", "e2e", 600)
+    issued = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=10)
+    visas = {"1": timedelta(hours=5), "2": timedelta(hours=80)}  # automatic; MoFA
+    records = [(prefix + "payments", sponsor.encode(), cloudevent("payment.recorded", payment(
+        f"SV-{sponsor}-{serial}", beneficiary_id=sponsor, amount=200000, agency="MUSANED", service_code="VISA_FEE",
+        paid_at=issued - timedelta(hours=1)))) for serial in visas]
+    for serial, after in visas.items():
+        key = {"sponsor_id": sponsor, "export_number": "1448000001", "serial_number": serial}
+        records += [
+            (prefix + "visas", sponsor.encode(), cloudevent("visa.issued", {
+                **key, "visa_type": "DOMESTIC_WORKER", "payment_id": f"SV-{sponsor}-{serial}", "fee": 200000,
+                "issued_at": issued.isoformat()}, source="musaned")),
+            (prefix + "cancellations", sponsor.encode(), cloudevent("visa.cancellation_requested", {
+                **key, "requested_at": (issued + after).isoformat(), "channel": "MUSANED"}, source="musaned")),
+            (prefix + "cancellations", sponsor.encode(), cloudevent("visa.cancellation_accepted", {
+                **key, "accepted_at": (issued + after + timedelta(hours=2)).isoformat()}, source="musaned")),
+        ]
+    produce(bootstrap, records)
+    refund_id = f"V-{sponsor}-1448000001-1"
+
+    def ordered():
+        return {json.loads(r.value)["data"]["refund_id"] for r in read_topic(bootstrap, prefix + "bank-refund-orders")
+                } >= {refund_id, f"V-{sponsor}-1448000001-2"}
+
+    wait_for(ordered, 60, "both visa refunds ordered from the bank")
+    paid_at = issued + timedelta(hours=9)
+    produce(bootstrap, [(prefix + "bank-returns", sponsor.encode(), cloudevent("refund.completed", bank_completion(
+        refund_id, amount=200000, reference="BR-V1", at=paid_at)))])
+
+    def visa(serial, refund_state):
+        status, body = audit.get(f"/api/v1/visas/{sponsor}/1448000001/{serial}", token)
+        return body if status == 200 and body["refund_state"] == refund_state else None
+
+    automatic = wait_for(lambda: visa("1", "COMPLETED"), 60, "the refunded automatic visa")
+    riyadh = lambda t: t.astimezone(timezone(timedelta(hours=3))).isoformat()  # noqa: E731
+    assert automatic["issued_at"] == riyadh(issued)
+    assert automatic["cancellation_requested_at"] == riyadh(issued + timedelta(hours=5))
+    assert automatic["cancelled_at"] == riyadh(issued + timedelta(hours=7))
+    assert (automatic["cancellation_channel"], automatic["route"]) == ("MUSANED", "AUTOMATIC")
+    assert automatic["refunded_at"] == riyadh(paid_at) and automatic["bank_reference"] == "BR-V1"
+    assert automatic["sla"]["status"] == "MET"
+    kinds = {e["type"] for e in automatic["timeline"]}
+    assert {"ledger.visa.issued", "ledger.visa.cancellation_routed", "ledger.refund.ordered",
+            "ledger.refund.completed"} <= kinds
+    mofa = wait_for(lambda: visa("2", "ORDERED"), 60, "the MoFA visa refund")
+    assert mofa["route"] == "MOFA" and mofa["hours_since_issue"] == 80.0
+    assert mofa["sla"]["status"] in {"ON_TIME", "DUE_SOON"}  # 15 calendar days from acceptance, 10 days ago
