@@ -25,7 +25,7 @@ from services.kit.iban import bank_name, mask
 log = logging.getLogger(__name__)
 
 RIYADH = ZoneInfo("Asia/Riyadh")
-READ_ROLES = frozenset({"auditor", "agent", "admin"})
+READ_ROLES = frozenset({"auditor", "agent", "jawazat", "mofa", "admin"})
 FULL_PII_ROLES = frozenset({"auditor", "admin"})
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
 PERSON_PATTERN = r"^[12][0-9]{9}$"

@@ -9,8 +9,8 @@ a fixed SQL fragment with a bound parameter, never text built from input.
 import base64
 import binascii
 import json
-import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -24,9 +24,7 @@ from services.kit.calendar import BusinessCalendar
 from services.kit.iban import bank_name
 from services.kit.rules import Rules
 
-READ_ROLES = frozenset({"auditor", "agent", "jawazat", "admin"})
-QUEUE_ROLES = frozenset({"jawazat", "admin", "auditor"})
-DECIDE_ROLES = frozenset({"jawazat"})
+READ_ROLES = frozenset({"auditor", "agent", "jawazat", "mofa", "admin"})
 STATES = ("AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW", "ORDERED", "REJECTED", "COMPLETED", "FAILED")
 OPEN_STATES = ("AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW", "ORDERED")
 Status = Literal["open", "overdue", "AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW", "ORDERED", "REJECTED",
@@ -235,8 +233,7 @@ def create_refunds_router(
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
     calendar = BusinessCalendar.from_rules(rules)
-    reader, queue_reader, decider = require(READ_ROLES, secret), require(QUEUE_ROLES, secret), require(
-        DECIDE_ROLES, secret)
+    reader = require(READ_ROLES, secret)
 
     @router.get("/refunds", response_model=RefundPage, tags=["refunds"])
     async def list_refunds(
@@ -300,60 +297,85 @@ def create_refunds_router(
                 unreflected_since=local(r["unreflected_since"]), responsible_agency=r["agency"]) for r in page],
             next_cursor=next_cursor)
 
-    @router.get("/jawazat/queue", response_model=RefundPage, tags=["jawazat"])
-    async def jawazat_queue(
-        principal: Annotated[Principal, Depends(queue_reader)],
+    for queue in QUEUES:
+        add_queue_routes(router, queue, pool, secret, calendar, decide, clock)
+    return router
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A work queue of refunds waiting for an agency's staff."""
+
+    state: str              # the case state of a refund in this queue
+    path: str               # URL prefix under /api/v1
+    agency: str
+    readers: frozenset[str]
+    deciders: frozenset[str]
+    waiting: str            # what waits, for the docs
+
+
+QUEUES = (
+    Queue("JAWAZAT_QUEUE", "/jawazat", "Jawazat", frozenset({"jawazat", "admin", "auditor"}),
+          frozenset({"jawazat"}), "Absher pre-SADAD requests"),
+    Queue("MANUAL_REVIEW", "/reviews", "MoFA", frozenset({"mofa", "admin", "auditor"}),
+          frozenset({"mofa"}), "visa refunds in manual review (e.g. visas from the COVID window)"),
+)
+
+
+def add_queue_routes(router: APIRouter, queue: Queue, pool: Pool, secret: str, calendar: BusinessCalendar,
+                     decide: Decide | None, clock: Callable[[], datetime]) -> None:
+    """``GET {path}/queue`` and ``POST {path}/refunds/{id}/approve|reject`` for one queue."""
+    reader, decider = require(queue.readers, secret), require(queue.deciders, secret)
+    tag = queue.path.strip("/")
+    answers = {404: {"description": "No such refund"}, 409: {"description": "Not waiting in this queue"}}
+
+    async def waiting(
+        principal: Annotated[Principal, Depends(reader)],
         db: Annotated[asyncpg.Pool, Depends(pool)],
         cursor: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> RefundPage:
-        """Absher pre-SADAD requests waiting for a Jawazat employee, oldest first."""
-        page, next_cursor = await oldest_first(db, "audit.refunds", "state = 'JAWAZAT_QUEUE'",
+        page, next_cursor = await oldest_first(db, "audit.refunds", f"state = '{queue.state}'",
                                                ("requested_at", "refund_id"), cursor, limit)
         now = clock()
         return RefundPage(items=[RefundSummary(**summary(r, principal, calendar, now)) for r in page],
                           next_cursor=next_cursor)
 
-    async def _decide(refund_id: str, principal: Principal, db: asyncpg.Pool, event_type: str,
-                      extra: dict[str, Any]) -> str:
+    async def send(refund_id: str, principal: Principal, db: asyncpg.Pool, event_type: str,
+                   extra: dict[str, Any]) -> str:
         if decide is None:
             raise HTTPException(503, "decisions cannot be sent right now")
         async with db.acquire() as conn:
             state = await conn.fetchval("SELECT state FROM audit.refunds WHERE refund_id = $1", refund_id)
         if state is None:
             raise HTTPException(404, f"refund {refund_id} is not in the ledger")
-        if state != "JAWAZAT_QUEUE":
-            raise HTTPException(409, f"refund {refund_id} is {state.lower()}, not waiting in the Jawazat queue")
-        return await decide(event_type, {"refund_id": refund_id, "decided_by": principal.subject,
-                                         "decided_at": clock().isoformat(), **extra})
+        if state != queue.state:
+            raise HTTPException(409, f"refund {refund_id} is {state.lower()}, not waiting in the {queue.agency} queue")
+        return await decide(event_type, {"refund_id": refund_id, "queue": queue.state,
+                                         "decided_by": principal.subject, "decided_at": clock().isoformat(), **extra})
 
-    @router.post("/jawazat/refunds/{refund_id}/approve", response_model=DecisionAccepted, status_code=202,
-                 tags=["jawazat"], responses={404: {"description": "No such refund"},
-                                              409: {"description": "Not waiting in the queue"}})
     async def approve(
         refund_id: Annotated[str, Path(pattern=ID_PATTERN)],
         principal: Annotated[Principal, Depends(decider)],
         db: Annotated[asyncpg.Pool, Depends(pool)],
     ) -> DecisionAccepted:
-        """Approve an Absher request: the refunds service orders the bank to pay it."""
-        command_id = await _decide(refund_id, principal, db, "refund.approved", {})
+        command_id = await send(refund_id, principal, db, "refund.approved", {})
         return DecisionAccepted(refund_id=refund_id, decision="approved", command_id=command_id)
 
-    @router.post("/jawazat/refunds/{refund_id}/reject", response_model=DecisionAccepted, status_code=202,
-                 tags=["jawazat"], responses={404: {"description": "No such refund"},
-                                              409: {"description": "Not waiting in the queue"}})
     async def reject(
         refund_id: Annotated[str, Path(pattern=ID_PATTERN)],
         decision: Annotated[Decision, Body()],
         principal: Annotated[Principal, Depends(decider)],
         db: Annotated[asyncpg.Pool, Depends(pool)],
     ) -> DecisionAccepted:
-        """Reject an Absher request with the reason the citizen is told."""
-        command_id = await _decide(refund_id, principal, db, "refund.declined", {"reason": decision.reason})
+        command_id = await send(refund_id, principal, db, "refund.declined", {"reason": decision.reason})
         return DecisionAccepted(refund_id=refund_id, decision="declined", command_id=command_id)
 
-    return router
-
-
-def new_command_id() -> str:
-    return str(uuid.uuid4())
+    router.add_api_route(f"{queue.path}/queue", waiting, methods=["GET"], response_model=RefundPage, tags=[tag],
+                         name=f"{tag}_queue", summary=f"{queue.waiting} waiting for {queue.agency}, oldest first")
+    router.add_api_route(f"{queue.path}/refunds/{{refund_id}}/approve", approve, methods=["POST"], status_code=202,
+                         response_model=DecisionAccepted, tags=[tag], responses=answers, name=f"{tag}_approve",
+                         summary=f"{queue.agency} approves: the refunds service orders the bank to pay")
+    router.add_api_route(f"{queue.path}/refunds/{{refund_id}}/reject", reject, methods=["POST"], status_code=202,
+                         response_model=DecisionAccepted, tags=[tag], responses=answers, name=f"{tag}_reject",
+                         summary=f"{queue.agency} rejects, with the reason the citizen is told")

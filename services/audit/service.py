@@ -67,14 +67,15 @@ class AuditRuntime:
             await self.pool.close()
 
     async def decide(self, event_type: str, data: dict[str, Any]) -> str:
-        """Send a Jawazat employee's decision to the refunds service; its CloudEvent id."""
+        """Send a staff decision on a queued refund to the refunds service; its CloudEvent id."""
         if not self.publisher.started:
             await self.publisher.start()
         event_id = str(uuid.uuid4())
-        value = envelope.write(event_id=event_id, source="jawazat", event_type=event_type,
+        source = "jawazat" if data["queue"] == "JAWAZAT_QUEUE" else "mofa"
+        value = envelope.write(event_id=event_id, source=source, event_type=event_type,
                                time=datetime.now(timezone.utc), data=data, subject=f"refund/{data['refund_id']}")
         # keyed by refund: every decision on one refund stays in order
-        await self.publisher.publish([Record("jawazat-decisions", data["refund_id"].encode(), value)])
+        await self.publisher.publish([Record("refund-decisions", data["refund_id"].encode(), value)])
         return event_id
 
     async def _ping_database(self) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import jwt
 
 ISSUER = "refund-ledger"
-ROLES = ("auditor", "agent", "jawazat", "admin")
+ROLES = ("auditor", "agent", "jawazat", "mofa", "admin")
 MIN_SECRET_BYTES = 32
 
 

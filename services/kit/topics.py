@@ -14,8 +14,9 @@ INBOUND_TYPES: dict[str, frozenset[str]] = {
     "cancellations": frozenset({"visa.cancellation_requested", "visa.cancellation_accepted"}),
     "refund-requests": frozenset({"refund.requested"}),
     "bank-returns": frozenset({"refund.completed", "refund.failed"}),
-    # Decisions of Jawazat employees on Absher pre-SADAD requests, published by the audit API.
-    "jawazat-decisions": frozenset({"refund.approved", "refund.declined"}),
+    # Decisions of agency staff on queued refunds (Jawazat: Absher pre-SADAD requests; MoFA: visa
+    # refunds in manual review), published by the audit API.
+    "refund-decisions": frozenset({"refund.approved", "refund.declined"}),
 }
 INBOUND_TOPICS = tuple(INBOUND_TYPES)
 LEDGER_TOPICS = ("ledger.payments", "ledger.visas", "ledger.refunds", "ledger.notifications")

@@ -26,6 +26,7 @@ from services.refunds.domain import (
 )
 
 OVERDUE = "refund.overdue"
+DECLINED_RULES = {"JAWAZAT_QUEUE": "declined_by_jawazat", "MANUAL_REVIEW": "declined_by_mofa"}
 STATUS_MISMATCH = "visa.status_mismatch"
 VISA_AGENCY, VISA_SERVICE = "MUSANED", "VISA_FEE"
 #: The route and first state of a request, by the channel it came through.
@@ -133,23 +134,24 @@ class Refunds:
         uow.cancel(OVERDUE, case.refund_id)
 
     def approve(self, uow: UnitOfWork, envelope: Envelope) -> None:
-        """A Jawazat employee approved an Absher request: the bank is ordered to pay. Repeats change nothing."""
+        """Staff approved a queued refund (Jawazat: Absher; MoFA: manual review): the bank is ordered to pay.
+        Repeats change nothing."""
         d = envelope.data
         case = _case(uow, d["refund_id"])
         if case is None:
             raise UnknownRefund(f"refund {d['refund_id']} is not known to the ledger")
-        case.check_awaits_decision("JAWAZAT_QUEUE")
+        case.check_awaits_decision(d["queue"])
         case.order(at=envelope.at("decided_at"), origin=envelope.origin, decided_by=d["decided_by"])
         self._apply_parked(uow, case)
 
     def decline(self, uow: UnitOfWork, envelope: Envelope) -> None:
-        """A Jawazat employee refused an Absher request, with the reason."""
+        """Staff refused a queued refund, with the reason the citizen is told."""
         d = envelope.data
         case = _case(uow, d["refund_id"])
         if case is None:
             raise UnknownRefund(f"refund {d['refund_id']} is not known to the ledger")
-        case.check_awaits_decision("JAWAZAT_QUEUE")
-        case.reject(rule="declined_by_jawazat", reason=d["reason"], at=envelope.at("decided_at"),
+        case.check_awaits_decision(d["queue"])
+        case.reject(rule=DECLINED_RULES[d["queue"]], reason=d["reason"], at=envelope.at("decided_at"),
                     decided_by=d["decided_by"], origin=envelope.origin)
         uow.cancel(OVERDUE, case.refund_id)
 

@@ -118,7 +118,8 @@ class RefundCase(Aggregate):
 
     def check_awaits_decision(self, queue: str) -> None:
         """Raise NotAwaitingDecision unless the case waits in ``queue`` (e.g. JAWAZAT_QUEUE)."""
-        if self.state != queue and not (self.state in {"ORDERED", "REJECTED"} and self.route == "JAWAZAT"):
+        queued_route = {"JAWAZAT_QUEUE": "JAWAZAT", "MANUAL_REVIEW": "MANUAL_REVIEW"}.get(queue)
+        if self.state != queue and not (self.state in {"ORDERED", "REJECTED"} and self.route == queued_route):
             raise NotAwaitingDecision(f"refund {self.refund_id} is {self.state.lower()}, not in the {queue} queue")
 
     def reject(self, *, rule: str, reason: str, at: datetime, decided_by: str, origin: dict[str, Any]) -> None:

@@ -100,7 +100,7 @@ def translate(event: Any) -> Outbound | list[Outbound] | None:
 
 SPEC = ServiceSpec(
     name="refunds",
-    inbound_topics=("refund-requests", "bank-returns", "jawazat-decisions", "ledger.payments", "ledger.visas"),
+    inbound_topics=("refund-requests", "bank-returns", "refund-decisions", "ledger.payments", "ledger.visas"),
     build_application=application.RefundsApplication,
     handlers=application.handlers,
     translate=translate,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -312,3 +312,40 @@ def test_fees_restored_and_paid_in_time_is_no_mismatch(saga):
     saga.settle()
     assert "ledger.refund.status_mismatch" not in saga.types()
     assert saga.ref.app.case(refund_id)["state"] == "COMPLETED"
+
+
+def test_a_covid_window_visa_waits_for_mofa_review_and_is_ordered_on_approval(saga):
+    pay_visa_fee(saga)
+    covid_issue = datetime(2021, 6, 1, 10, tzinfo=timezone.utc)
+    key = {"sponsor_id": SPONSOR, "export_number": "1448001234", "serial_number": "3"}
+    saga.visa.feed("visas", [cloudevent("visa.issued", {**key, "visa_type": "DOMESTIC_WORKER", "payment_id": "PAY-V",
+                                                        "fee": 200000, "issued_at": covid_issue.isoformat()},
+                                        source="musaned")])
+    requested, accepted = covid_issue + timedelta(days=400), covid_issue + timedelta(days=401)
+    saga.visa.feed("cancellations", [
+        cloudevent("visa.cancellation_requested", {**key, "requested_at": requested.isoformat(), "channel": "MUSANED"},
+                   source="musaned"),
+        cloudevent("visa.cancellation_accepted", {**key, "accepted_at": accepted.isoformat()}, source="musaned")])
+    saga.settle()
+    refund_id = f"V-{SPONSOR}-1448001234-3"
+    assert saga.ref.app.case(refund_id)["state"] == "MANUAL_REVIEW" and saga.orders == []
+    decision = {"refund_id": refund_id, "queue": "MANUAL_REVIEW", "decided_by": "mofa:a.alqahtani",
+                "decided_at": (covid_issue + timedelta(days=403)).isoformat()}
+    saga.ref.feed("refund-decisions", [cloudevent("refund.approved", decision, source="mofa")] * 2)
+    saga.settle()
+    [order] = saga.orders
+    assert (order["data"]["refund_id"], order["data"]["route"]) == (refund_id, "MANUAL_REVIEW")
+    [ordered] = [e for e in saga.ledger if e["type"] == "ledger.refund.ordered"]
+    assert ordered["data"]["decided_by"] == "mofa:a.alqahtani"
+
+
+def test_a_decision_for_a_refund_in_another_queue_is_rejected(saga):
+    funded(saga)
+    saga.ref.feed("refund-requests", [cloudevent("refund.requested", refund_request("RR-20", amount=10000))])
+    saga.settle()
+    saga.ref.feed("refund-decisions", [cloudevent("refund.approved", {
+        "refund_id": "RR-20", "queue": "JAWAZAT_QUEUE", "decided_by": "jawazat:x",
+        "decided_at": (PAID_AT + timedelta(days=2)).isoformat()}, source="jawazat")])
+    saga.settle()
+    [rejection] = [e for e in saga.ledger if e["type"] == "event.rejected"]
+    assert rejection["data"]["reason_code"] == "not_awaiting_decision"
