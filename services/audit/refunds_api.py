@@ -133,6 +133,11 @@ def time_by_agency(row: asyncpg.Record, now: datetime) -> dict[str, float]:
 NEXT_OWNER = {"AWAITING_HOLD": "MOF", "JAWAZAT_QUEUE": "JAWAZAT", "MANUAL_REVIEW": "MOFA", "ORDERED": "BANK"}
 
 
+def next_owner(state: str, route: str) -> str | None:
+    """The agency owning an open case's next step (MoFA pays the refunds routed to it)."""
+    return "MOFA" if (state, route) == ("ORDERED", "MOFA") else NEXT_OWNER.get(state)
+
+
 def encode_cursor(*values: Any) -> str:
     raw = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -165,7 +170,8 @@ def summary(row: asyncpg.Record, principal: Principal, calendar: BusinessCalenda
         "agency": row["agency"], "service_code": row["service_code"], "amount": row["amount"],
         "iban": _pii(row["iban"], principal), "bank_code": row["bank_code"], "bank_name": bank_name(row["iban"]),
         "channel": row["channel"], "route": row["route"], "state": row["state"], "overdue": row["overdue"],
-        "requested_at": local(row["requested_at"]), "next_step_owner": NEXT_OWNER.get(row["state"]),
+        "requested_at": local(row["requested_at"]),
+        "next_step_owner": next_owner(row["state"], row["route"]),
         "sla": sla_of(row, calendar, now),
     }
 

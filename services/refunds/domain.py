@@ -95,7 +95,11 @@ class RefundCase(Aggregate):
 
     @property
     def next_step_owner(self) -> str | None:
-        return NEXT_STEP_OWNER.get(self.state) if self.open else None
+        if not self.open:
+            return None
+        if self.state == "ORDERED" and self.route == "MOFA":
+            return "MOFA"  # MoFA pays the refunds routed to it
+        return NEXT_STEP_OWNER[self.state]
 
     def check_same_request(self, **facts: Any) -> None:
         """Raise RefundConflict unless ``facts`` repeat the original request."""
@@ -119,7 +123,8 @@ class RefundCase(Aggregate):
     def check_awaits_decision(self, queue: str) -> None:
         """Raise NotAwaitingDecision unless the case waits in ``queue`` (e.g. JAWAZAT_QUEUE)."""
         queued_route = {"JAWAZAT_QUEUE": "JAWAZAT", "MANUAL_REVIEW": "MANUAL_REVIEW"}.get(queue)
-        if self.state != queue and not (self.state in {"ORDERED", "REJECTED"} and self.route == queued_route):
+        decided = self.state in {"ORDERED", "REJECTED", "COMPLETED", "FAILED"} and self.route == queued_route
+        if self.state != queue and not decided:  # a repeated decision on a decided case changes nothing
             raise NotAwaitingDecision(f"refund {self.refund_id} is {self.state.lower()}, not in the {queue} queue")
 
     def reject(self, *, rule: str, reason: str, at: datetime, decided_by: str, origin: dict[str, Any]) -> None:
