@@ -27,7 +27,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -93,12 +93,15 @@ class Scenario:
             self._people.pop(0)
         return person
 
-    def events(self, start: datetime | None = None) -> Iterator[Record]:
+    def events(self, start: datetime | None = None,
+               clock: Callable[[], datetime] | None = None) -> Iterator[Record]:
+        """Partner events from ``start`` on, in simulated time; with ``clock`` (live traffic),
+        every event is dated at or before the clock's now, never in the future."""
         now = start or datetime.now(timezone.utc)
         counter = 0
         while True:
             counter += 1
-            now += timedelta(seconds=self.rng.uniform(0.05, 2))
+            now = clock() if clock else now + timedelta(seconds=self.rng.uniform(0.05, 2))
             beneficiary, iban = self._person()
             payer, payer_iban = (beneficiary, iban)
             if self.rng.random() < self.third_party_share:
@@ -107,21 +110,25 @@ class Scenario:
             amount = fee * self.rng.choice((1, 1, 1, 2, 3))
             payment_id = f"PAY-{self.seed or 0}-{counter:09d}"
             bank = payer_iban[4:6]
+            reflected = self.rng.random() >= self.unreflected_share
+            # half the never-reflected payments are days old: their 24-hour wait is already over
+            paid = now - (timedelta(hours=self.rng.uniform(25, 72)) if not reflected and self.rng.random() < 0.5
+                          else timedelta(seconds=self.rng.uniform(60, 600)))
             yield Record("payments", beneficiary.encode(), cloudevent(
-                source=f"bank/{bank}", event_type="payment.recorded", time_=now, data={
+                source=f"bank/{bank}", event_type="payment.recorded", time_=paid, data={
                     "payment_id": payment_id, "beneficiary_id": beneficiary, "payer_id": payer,
                     "payer_iban": payer_iban, "agency": agency, "service_code": service,
                     "amount": amount, "currency": "SAR", "channel": self.rng.choice(PAYMENT_CHANNELS),
-                    "paid_at": now.isoformat()}))
-            if self.rng.random() >= self.unreflected_share:
-                acknowledged = now + timedelta(seconds=self.rng.uniform(1, 600))
+                    "paid_at": paid.isoformat()}))
+            if reflected:
+                acknowledged = paid + timedelta(seconds=self.rng.uniform(1, 59))
                 yield Record("payments", beneficiary.encode(), cloudevent(
                     source="nic", event_type="payment.acknowledged", time_=acknowledged, data={
                         "payment_id": payment_id, "acknowledged_at": acknowledged.isoformat()}))
             charged_fee = 0
             if self.rng.random() < 0.5:
                 charged_fee = fee
-                charged = now + timedelta(minutes=self.rng.uniform(1, 60))
+                charged = paid + timedelta(seconds=self.rng.uniform(1, 59))
                 yield Record("payments", beneficiary.encode(), cloudevent(
                     source=agency.lower(), event_type="fee.charged", time_=charged, data={
                         "charge_id": f"CHG-{payment_id}", "beneficiary_id": beneficiary, "agency": agency,
@@ -186,7 +193,7 @@ class Scenario:
     def _requested_at(self, now: datetime) -> datetime:
         if self.rng.random() < self.backdated_share:
             return now - timedelta(days=self.rng.uniform(5, 20))
-        return now + timedelta(seconds=self.rng.uniform(1, 30))
+        return now - timedelta(seconds=self.rng.uniform(1, 30))
 
     def _bank_refund(self, now: datetime, payment_id: str, beneficiary: str, payer_iban: str, agency: str,
                      service: str, available: int) -> Iterator[Record]:
@@ -208,8 +215,8 @@ class Scenario:
         # a backdated request was answered days ago (often late); a fresh one within minutes:
         # never a time in the future
         late = requested < now - timedelta(days=1)
-        answered = requested + (timedelta(hours=self.rng.uniform(2, 90)) if late
-                                else timedelta(seconds=self.rng.uniform(5, 120)))
+        answered = min(now, requested + (timedelta(hours=self.rng.uniform(2, 90)) if late
+                                         else timedelta(seconds=self.rng.uniform(5, 120))))
         bank_reference = f"{payer_iban[4:6]}-{self.rng.randrange(10**9):09d}"
         if self.rng.random() < self.bank_failure_share:
             yield Record("bank-returns", beneficiary.encode(), cloudevent(
@@ -252,7 +259,8 @@ async def publish(settings: Settings, *, rate: float, duration: float | None = N
         batch.clear()
 
     try:
-        for record in Scenario(seed=seed).events():
+        live = (lambda: datetime.now(timezone.utc)) if rate > 0 else None
+        for record in Scenario(seed=seed).events(clock=live):
             if stop is not None and stop.is_set():
                 break
             if duration is not None and time.monotonic() - started >= duration:

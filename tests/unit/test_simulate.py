@@ -53,3 +53,13 @@ def test_every_event_is_valid_for_its_topic_and_every_journey_appears():
                  "visa.cancellation_accepted", "visa.status_changed"):
         assert kinds[kind] > 0, kind
     assert kinds["request/BANK"] > kinds["bank_answer"], "some bank orders go unanswered"
+
+
+def test_live_traffic_is_never_dated_in_the_future():
+    registry = SchemaRegistry(SCHEMAS)
+    now = datetime.now(timezone.utc)
+    for n, record in enumerate(islice(Scenario(seed=3).events(clock=lambda: now), 3000)):
+        envelope = parse(RawMessage(record.topic, 0, n, record.key, record.value), registry,
+                         INBOUND_TYPES[record.topic])
+        times = [envelope.time, *(envelope.at(k) for k in envelope.data if k.endswith("_at"))]
+        assert max(times) <= now, (envelope.type, envelope.data)
