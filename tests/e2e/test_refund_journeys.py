@@ -188,3 +188,33 @@ def test_a_cancelled_visa_is_refunded_on_its_route_and_shown_with_its_audit_fact
     mofa = wait_for(lambda: visa("2", "ORDERED"), 60, "the MoFA visa refund")
     assert mofa["route"] == "MOFA" and mofa["hours_since_issue"] == 80.0
     assert mofa["sla"]["status"] in {"ON_TIME", "DUE_SOON"}  # 15 calendar days from acceptance, 10 days ago
+
+
+def test_an_unanswered_order_goes_overdue_and_an_unacknowledged_payment_is_listed(journey_stack):
+    bootstrap, prefix, services = journey_stack
+    audit, who = services["audit"], person()
+    token = issue_token(TEST_SECRET, "auditor", "e2e", 600)
+    days_ago = datetime.now(timezone.utc) - timedelta(days=10)
+    produce(bootstrap, [
+        (prefix + "payments", who.encode(), cloudevent("payment.recorded", payment(
+            f"OLD-{who}", beneficiary_id=who, paid_at=days_ago))),
+        (prefix + "refund-requests", who.encode(), cloudevent("refund.requested", refund_request(
+            f"RO-{who}", beneficiary_id=who, at=days_ago + timedelta(hours=1)))),
+    ])
+
+    def overdue():
+        status, page = audit.get("/api/v1/refunds?status=overdue&limit=500", token)
+        # overdue from its first deadline check; then the hold comes back and the bank is ordered
+        return [i for i in page["items"] if i["refund_id"] == f"RO-{who}" and i["state"] == "ORDERED"
+                ] if status == 200 else None
+
+    [case] = wait_for(overdue, 60, "the overdue, ordered refund in the audit API")
+    assert (case["state"], case["next_step_owner"], case["sla"]["status"]) == ("ORDERED", "BANK", "OVERDUE")
+    assert case["sla"]["business_days_elapsed"] >= 5
+
+    def unreflected():
+        status, page = audit.get("/api/v1/payments/unreflected?limit=500", token)
+        return [i for i in page["items"] if i["payment_id"] == f"OLD-{who}"] if status == 200 else None
+
+    [listed] = wait_for(unreflected, 60, "the unreflected payment")
+    assert listed["responsible_agency"] == "JAWAZAT"
