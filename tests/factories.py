@@ -21,7 +21,7 @@ def cloudevent(event_type: str, data: dict[str, Any], *, event_id: str | None = 
                        "type": event_type, "time": time.isoformat(), "data": data}).encode()
 
 
-def payment(payment_id: str = "PAY-1", *, beneficiary_id: str = "1012345678", amount: int = 30000,
+def payment(payment_id: str = "PAY-1", *, beneficiary_id: str = "1012345672", amount: int = 30000,
             payer_id: str | None = None, payer_iban: str = IBAN_OWN, agency: str = "JAWAZAT",
             service_code: str = "PASSPORT_ISSUE", paid_at: datetime = PAID_AT) -> dict[str, Any]:
     return {"payment_id": payment_id, "beneficiary_id": beneficiary_id,
@@ -34,14 +34,14 @@ def acknowledgement(payment_id: str = "PAY-1", at: datetime = PAID_AT + timedelt
     return {"payment_id": payment_id, "acknowledged_at": at.isoformat()}
 
 
-def charge(charge_id: str = "CHG-1", *, beneficiary_id: str = "1012345678", amount: int = 20000,
+def charge(charge_id: str = "CHG-1", *, beneficiary_id: str = "1012345672", amount: int = 20000,
            agency: str = "JAWAZAT", service_code: str = "PASSPORT_ISSUE") -> dict[str, Any]:
     return {"charge_id": charge_id, "beneficiary_id": beneficiary_id, "agency": agency,
             "service_code": service_code, "amount": amount,
             "charged_at": (PAID_AT + timedelta(hours=1)).isoformat()}
 
 
-def refund_request(request_id: str = "RR-1", *, beneficiary_id: str = "1012345678", amount: int = 10000,
+def refund_request(request_id: str = "RR-1", *, beneficiary_id: str = "1012345672", amount: int = 10000,
                    iban: str = IBAN_OWN, channel: str = "BANK", agency: str = "JAWAZAT",
                    service_code: str = "PASSPORT_ISSUE", at: datetime = PAID_AT + timedelta(days=1)) -> dict[str, Any]:
     return {"request_id": request_id, "beneficiary_id": beneficiary_id, "agency": agency,
@@ -68,7 +68,7 @@ class Messages:
         self.partition = partition
         self.offset = -1
 
-    def __call__(self, value: bytes | None, key: bytes | None = b"1012345678", *,
+    def __call__(self, value: bytes | None, key: bytes | None = b"1012345672", *,
                  offset: int | None = None) -> RawMessage:
         if offset is None:
             self.offset += 1

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 
 from schwifty import IBAN
 
+from services.kit.identity import with_check_digit
 from services.kit.kafka import Publisher, Record, ensure_topics
 from services.kit.settings import Settings
 
@@ -52,7 +53,7 @@ def cloudevent(*, source: str, event_type: str, time_: datetime, data: dict, eve
 
 
 def person_id(rng: random.Random) -> str:
-    return rng.choice("12") + "".join(rng.choice("0123456789") for _ in range(9))
+    return with_check_digit(rng.choice("12") + "".join(rng.choice("0123456789") for _ in range(8)))
 
 
 def saudi_iban(rng: random.Random) -> str:

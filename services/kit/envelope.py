@@ -22,6 +22,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from services.kit.errors import Rejected
 from services.kit.iban import check_saudi_iban
+from services.kit.identity import PERSON_FIELDS, check_person_id
 
 __all__ = ["Envelope", "RawMessage", "Rejected", "SchemaRegistry", "parse", "write"]
 
@@ -149,10 +150,12 @@ def _decode(raw: RawMessage) -> dict[str, Any]:
 
 
 def _check_values(data: dict[str, Any]) -> None:
-    """What JSON Schema cannot say: IBAN checksums, and times that name a real instant."""
+    """What JSON Schema cannot say: IBAN checksums, ID check digits, times that name a real instant."""
     for name, value in data.items():
         if name.endswith("iban"):
             data[name] = check_saudi_iban(value, name)
+        elif name in PERSON_FIELDS:
+            check_person_id(value, name)
         elif name.endswith("_at") and isinstance(value, str):
             try:
                 parse_time(value)

@@ -11,6 +11,7 @@ from collections import defaultdict
 import psycopg
 import pytest
 
+from services.kit.identity import with_check_digit
 from services.payments.application import PaymentsApplication
 from tests.conftest import fresh_database, make_settings
 from tests.e2e.conftest import service_env
@@ -19,7 +20,7 @@ from tests.factories import cloudevent, payment
 
 pytestmark = pytest.mark.e2e
 
-PEOPLE = [f"1{n:09d}" for n in range(100, 160)]
+PEOPLE = [with_check_digit(f"1{n:08d}") for n in range(100, 160)]
 
 
 def scenario(seed: int, count: int):

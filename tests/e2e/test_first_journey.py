@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from services.kit.envelope import RawMessage, SchemaRegistry, parse, resolve_schemas_dir
+from services.kit.identity import with_check_digit
 from services.kit.settings import Settings
 from tests.e2e.harness import produce, read_topic, wait_for
 from tests.factories import acknowledgement, charge, cloudevent, payment
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 def unique_person() -> str:
-    return "1" + str(uuid.uuid4().int)[:9]
+    return with_check_digit("1" + str(uuid.uuid4().int)[:8])
 
 
 def test_a_payment_sent_to_kafka_is_visible_in_the_audit_api(stack):

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from services.kit.auth import issue_token
+from services.kit.identity import with_check_digit
 from tests.conftest import TEST_SECRET, fresh_database
 from tests.e2e.conftest import service_env
 from tests.e2e.harness import ServiceProcess, produce, read_topic, start_all, wait_for
@@ -36,7 +37,7 @@ def journey_stack(postgres, kafka):
 
 
 def person() -> str:
-    return "1" + str(uuid.uuid4().int)[:9]
+    return with_check_digit("1" + str(uuid.uuid4().int)[:8])
 
 
 def post(url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
@@ -148,7 +149,7 @@ def test_a_cancelled_visa_is_refunded_on_its_route_and_shown_with_its_audit_fact
         f"SV-{sponsor}-{serial}", beneficiary_id=sponsor, amount=200000, agency="MUSANED", service_code="VISA_FEE",
         paid_at=issued - timedelta(hours=1)))) for serial in visas]
     for serial, after in visas.items():
-        key = {"sponsor_id": sponsor, "export_number": "1448000001", "serial_number": serial}
+        key = {"sponsor_id": sponsor, "export_number": "1448000008", "serial_number": serial}
         records += [
             (prefix + "visas", sponsor.encode(), cloudevent("visa.issued", {
                 **key, "visa_type": "DOMESTIC_WORKER", "payment_id": f"SV-{sponsor}-{serial}", "fee": 200000,
@@ -159,11 +160,11 @@ def test_a_cancelled_visa_is_refunded_on_its_route_and_shown_with_its_audit_fact
                 **key, "accepted_at": (issued + after + timedelta(hours=2)).isoformat()}, source="musaned")),
         ]
     produce(bootstrap, records)
-    refund_id = f"V-{sponsor}-1448000001-1"
+    refund_id = f"V-{sponsor}-1448000008-1"
 
     def ordered():
         return {json.loads(r.value)["data"]["refund_id"] for r in read_topic(bootstrap, prefix + "bank-refund-orders")
-                } >= {refund_id, f"V-{sponsor}-1448000001-2"}
+                } >= {refund_id, f"V-{sponsor}-1448000008-2"}
 
     wait_for(ordered, 60, "both visa refunds ordered from the bank")
     paid_at = issued + timedelta(hours=9)
@@ -171,7 +172,7 @@ def test_a_cancelled_visa_is_refunded_on_its_route_and_shown_with_its_audit_fact
         refund_id, amount=200000, reference="BR-V1", at=paid_at)))])
 
     def visa(serial, refund_state):
-        status, body = audit.get(f"/api/v1/visas/{sponsor}/1448000001/{serial}", token)
+        status, body = audit.get(f"/api/v1/visas/{sponsor}/1448000008/{serial}", token)
         return body if status == 200 and body["refund_state"] == refund_state else None
 
     automatic = wait_for(lambda: visa("1", "COMPLETED"), 60, "the refunded automatic visa")

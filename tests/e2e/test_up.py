@@ -73,8 +73,8 @@ def test_up_serves_a_payment_from_any_kafka_client_and_ctrl_c_stops_everything()
 
         payment_id = f"UP-{uuid.uuid4().hex[:8]}"
         produce(f"127.0.0.1:{kafka_port}", [
-            ("payments", b"1055555555", cloudevent("payment.recorded",
-                                                   payment(payment_id, beneficiary_id="1055555555")))])
+            ("payments", b"1055555559", cloudevent("payment.recorded",
+                                                   payment(payment_id, beneficiary_id="1055555559")))])
         audit = ServiceProcess("audit", {}, api_port, log_dir / "unused.log")
         body = wait_for(lambda: (r := audit.get(f"/api/v1/payments/{payment_id}", token))[0] == 200 and r[1],
                         30, "the payment in the audit API")

@@ -21,9 +21,9 @@ from tests.factories import Messages, cloudevent
 
 pytestmark = pytest.mark.integration
 
-SPONSOR = "1012345678"
+SPONSOR = "1012345672"
 ISSUED_AT = datetime(2026, 11, 1, 11, 0, tzinfo=timezone(timedelta(hours=3)))
-KEY = {"sponsor_id": SPONSOR, "export_number": "1448001234", "serial_number": "3"}
+KEY = {"sponsor_id": SPONSOR, "export_number": "1448001238", "serial_number": "3"}
 
 
 def issued(serial: str = "3", *, visa_type: str = "DOMESTIC_WORKER", fee: int = 200000,
@@ -265,7 +265,7 @@ def test_every_envelope_the_visas_service_publishes_validates_against_the_schema
         assert envelope.raw.topic == ("rejections" if envelope.type == "event.rejected" else "ledger.visas")
         if envelope.type != "event.rejected":
             assert envelope.raw.key == SPONSOR.encode()
-            assert envelope.subject == f"visa/{SPONSOR}/1448001234/{envelope.data['serial_number']}"
+            assert envelope.subject == f"visa/{SPONSOR}/1448001238/{envelope.data['serial_number']}"
             assert {"sponsor_id", "export_number", "serial_number", "origin"} <= set(envelope.data)
 
     [started] = by_type["ledger.visa.refund_started"]

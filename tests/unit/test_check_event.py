@@ -81,7 +81,7 @@ def test_without_a_topic_every_inbound_type_is_accepted(registry):
 
 def test_without_a_topic_a_ledger_event_is_still_refused(registry):
     ledger_event = line("ledger.payment.acknowledged", {
-        "payment_id": "SADAD-1", "beneficiary_id": "1012345678", "acknowledged_at": "2026-11-01T09:35:00+03:00",
+        "payment_id": "SADAD-1", "beneficiary_id": "1012345672", "acknowledged_at": "2026-11-01T09:35:00+03:00",
         "origin": {"source": "nic", "id": "evt-6", "type": "payment.acknowledged"}}, "evt-1")
     [(_, verdict, _)] = check_lines([ledger_event], registry, None)
     assert verdict == "wrong_topic"
@@ -134,7 +134,7 @@ def test_judges_each_topic_as_the_service_consuming_it_does(registry):
             for offset, event_type in enumerate(inbound):
                 value = line(event_type, example(event_type), f"evt-{offset}")
                 [(_, checked, _)] = check_lines([value], registry, topic)
-                served = ingress._parse(RawMessage(topic, 0, offset, b"1012345678", value.encode()))
+                served = ingress._parse(RawMessage(topic, 0, offset, b"1012345672", value.encode()))
                 in_service = getattr(served, "reason_code", "accepted")
                 if checked != in_service:
                     disagreements.append(f"{event_type} on {topic}: check-event {checked}, {spec.name} {in_service}")

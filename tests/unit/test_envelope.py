@@ -62,7 +62,7 @@ def rejection_of(registry: SchemaRegistry, value: bytes | None) -> Rejected:
     return caught.value
 
 
-VISA_ISSUED = {"sponsor_id": "1012345678", "export_number": "1448001234", "serial_number": "3",
+VISA_ISSUED = {"sponsor_id": "1012345672", "export_number": "1448001238", "serial_number": "3",
                "visa_type": "DOMESTIC_WORKER", "payment_id": "SADAD-20261101-0004790", "fee": 200000,
                "issued_at": "2026-11-01T11:00:00+03:00"}
 
@@ -86,6 +86,10 @@ BAD_MESSAGES = [
                  id="invalid_time"),
     pytest.param(encoded(envelope_of(data=payment_with(payer_iban=IBAN_BAD_CHECKSUM))), "invalid_iban",
                  ["payer_iban", IBAN_BAD_CHECKSUM, "checksum"], id="invalid_iban"),
+    pytest.param(encoded(envelope_of(data=payment_with(beneficiary_id="1012345678"))), "invalid_person_id",
+                 ["beneficiary_id", "national ID", "check digit"], id="invalid_person_id"),
+    pytest.param(encoded(envelope_of(data=payment_with(payer_id="2012345678"))), "invalid_person_id",
+                 ["payer_id", "iqama"], id="invalid_iqama"),
 ]
 
 
@@ -100,7 +104,7 @@ def test_rejects_a_bad_message_with_its_reason_code_and_a_reason_naming_the_prob
 
 def test_every_reason_code_the_parser_can_produce_has_a_bad_message_above():
     produced = set()
-    for module in ("envelope.py", "iban.py"):
+    for module in ("envelope.py", "iban.py", "identity.py"):
         produced |= set(re.findall(r'Rejected\(\s*"([a-z0-9_]+)"', (KIT / module).read_text(encoding="utf-8")))
     assert produced == {param.values[1] for param in BAD_MESSAGES}
 
@@ -166,7 +170,7 @@ def test_rejects_a_data_time_that_names_no_real_instant_as_invalid_time(registry
 
 
 def test_rejects_a_refund_iban_with_a_bad_mod97_checksum(registry):
-    data = {"request_id": "80-RFQ-20261105-000231", "beneficiary_id": "1012345678", "agency": "JAWAZAT",
+    data = {"request_id": "80-RFQ-20261105-000231", "beneficiary_id": "1012345672", "agency": "JAWAZAT",
             "service_code": "PASSPORT_ISSUE", "amount": 10000, "iban": IBAN_BAD_CHECKSUM, "channel": "BANK",
             "requested_at": "2026-11-05T12:00:00+03:00"}
     value = encoded(envelope_of(type="refund.requested", data=data))
@@ -227,7 +231,7 @@ def test_an_outbound_ledger_event_written_by_the_kit_parses_back(registry):
                   subject="payment/SADAD-20261101-0004512",
                   extensions={"recordedat": "2026-11-01T06:30:01.204000+00:00", "sequence": "42"})
 
-    envelope = parse(RawMessage("ledger.payments", 0, 0, b"1012345678", value), registry,
+    envelope = parse(RawMessage("ledger.payments", 0, 0, b"1012345672", value), registry,
                      frozenset({"ledger.payment.recorded"}))
 
     assert (envelope.id, envelope.source, envelope.type) == (

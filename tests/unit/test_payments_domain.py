@@ -17,20 +17,20 @@ IBAN_OWN = "SA0380000000608010167519"
 IBAN_OTHER = "SA4420000001234567891234"
 PAID_AT = datetime(2026, 11, 1, 9, 30, tzinfo=timezone.utc)
 ORIGIN = {"source": "bank/80", "id": "evt-1", "type": "payment.recorded"}
-FACTS = dict(beneficiary_id="1012345678", payer_id="1012345678", payer_iban="SA0380000000608010167519",
+FACTS = dict(beneficiary_id="1012345672", payer_id="1012345672", payer_iban="SA0380000000608010167519",
              agency="JAWAZAT", service_code="PASSPORT_ISSUE", amount=30000, channel="SADAD_ONLINE",
              paid_at=PAID_AT)
 
 
 def new_balance() -> Balance:
-    return Balance(beneficiary_id="1012345678", agency="JAWAZAT", service_code="PASSPORT_ISSUE")
+    return Balance(beneficiary_id="1012345672", agency="JAWAZAT", service_code="PASSPORT_ISSUE")
 
 
 def test_payment_ids_are_deterministic_from_the_natural_key():
     assert Payment.create_id("PAY-1") == Payment.create_id("PAY-1")
     assert Payment.create_id("PAY-1") != Payment.create_id("PAY-2")
     assert Payment(payment_id="PAY-1", origin=ORIGIN, **FACTS).id == Payment.create_id("PAY-1")
-    assert Balance.create_id("1012345678", "JAWAZAT", "A") != Balance.create_id("1012345678", "MOI", "A")
+    assert Balance.create_id("1012345672", "JAWAZAT", "A") != Balance.create_id("1012345672", "MOI", "A")
 
 
 def test_recording_a_payment_emits_recorded_with_its_facts():
@@ -42,7 +42,7 @@ def test_recording_a_payment_emits_recorded_with_its_facts():
 
 
 def test_flags_a_payer_who_is_not_the_beneficiary():
-    payment = Payment(payment_id="PAY-2", origin=ORIGIN, **{**FACTS, "payer_id": "2098765432"})
+    payment = Payment(payment_id="PAY-2", origin=ORIGIN, **{**FACTS, "payer_id": "2098765437"})
     assert payment.third_party_payer is True
 
 
@@ -151,7 +151,7 @@ def test_a_bank_failure_releases_the_hold():
 
 
 def test_a_hold_closes_once_whatever_the_bank_says_afterwards():
-    hold = RefundHold(refund_id="R-1", balance_key={"beneficiary_id": "1012345678"}, amount=100, iban=IBAN_OWN,
+    hold = RefundHold(refund_id="R-1", balance_key={"beneficiary_id": "1012345672"}, amount=100, iban=IBAN_OWN,
                       refused_rule=None, refused_reason=None, occurred_at=PAID_AT, origin=ORIGIN)
     hold.close(completed=True, occurred_at=PAID_AT, origin=ORIGIN)
     hold.close(completed=False, occurred_at=PAID_AT, origin=ORIGIN)
@@ -160,7 +160,7 @@ def test_a_hold_closes_once_whatever_the_bank_says_afterwards():
 
 
 def test_a_refused_hold_records_the_rule_and_never_opens():
-    hold = RefundHold(refund_id="R-2", balance_key={"beneficiary_id": "1012345678"}, amount=100, iban=IBAN_OTHER,
+    hold = RefundHold(refund_id="R-2", balance_key={"beneficiary_id": "1012345672"}, amount=100, iban=IBAN_OTHER,
                       refused_rule="iban_not_payer", refused_reason="not the paying account", occurred_at=PAID_AT,
                       origin=ORIGIN)
     hold.close(completed=True, occurred_at=PAID_AT, origin=ORIGIN)

@@ -30,7 +30,7 @@ HELD_AT = REQUESTED_AT + timedelta(minutes=2)
 DEADLINE = datetime(2026, 11, 5, 9, 0, tzinfo=RIYADH)   # 3 business days, as the calendar would give it
 BEFORE_DEADLINE = DEADLINE - timedelta(microseconds=1)
 AFTER_DEADLINE = DEADLINE + timedelta(microseconds=1)
-FACTS = dict(beneficiary_id="1012345678", agency="JAWAZAT", service_code="PASSPORT_ISSUE", amount=10000,
+FACTS = dict(beneficiary_id="1012345672", agency="JAWAZAT", service_code="PASSPORT_ISSUE", amount=10000,
              iban=IBAN_OWN, channel="BANK", requested_at=REQUESTED_AT)
 #: route -> (first state, route owner), as the application opens each kind of case.
 ROUTES = {"BANK": ("AWAITING_HOLD", "BANK"), "JAWAZAT": ("JAWAZAT_QUEUE", "JAWAZAT"),
@@ -117,7 +117,7 @@ def test_ordering_a_held_bank_request_emits_ordered_with_route_deadline_amount_a
     [ordered] = case.collect_events()
     assert isinstance(ordered, RefundCase.Ordered)
     assert (ordered.refund_id, ordered.beneficiary_id, ordered.route, ordered.deadline) == (
-        "RR-1", "1012345678", "BANK", DEADLINE)
+        "RR-1", "1012345672", "BANK", DEADLINE)
     assert (ordered.amount, ordered.iban, ordered.ordered_at) == (10000, IBAN_OWN, HELD_AT)
     assert ordered.decided_by is None
     assert ordered.origin == origin("ledger.balance.held", source="payments")
@@ -323,7 +323,7 @@ def test_the_same_request_facts_again_pass_and_change_nothing():
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    ("beneficiary_id", "2098765432"),
+    ("beneficiary_id", "2098765437"),
     ("agency", "MOI"),
     ("service_code", "IQAMA_RENEWAL"),
     ("amount", 10001),
@@ -405,7 +405,7 @@ def test_a_case_is_marked_overdue_once_from_its_deadline_instant():
     assert [type(e) for e in events] == [RefundCase.Overdue]
     overdue = events[0]
     assert (overdue.refund_id, overdue.beneficiary_id, overdue.agency, overdue.route, overdue.state) == (
-        "RR-1", "1012345678", "JAWAZAT", "BANK", "ORDERED")
+        "RR-1", "1012345672", "JAWAZAT", "BANK", "ORDERED")
     assert (overdue.deadline, overdue.marked_at) == (DEADLINE, DEADLINE)
     assert case.overdue is True
     assert case.open is True   # overdue is a flag on an open case, not a closing state
@@ -529,7 +529,7 @@ def test_a_discarded_answer_is_never_applied():
 # --- payments known to the refunds service -----------------------------------------------------------------------
 
 def waiting_refund(refund_id: str) -> dict[str, Any]:
-    return {"refund_id": refund_id, "sponsor_id": "1012345678", "amount": 200000, "route": "AUTOMATIC"}
+    return {"refund_id": refund_id, "sponsor_id": "1012345672", "amount": 200000, "route": "AUTOMATIC"}
 
 
 def test_a_refund_waits_for_its_payment_once_per_refund_id():
@@ -549,21 +549,21 @@ def test_recording_the_payment_hands_back_the_waiting_refunds_once():
     ref.wait(waiting_refund("V-1"))
     ref.wait(waiting_refund("V-2"))
     ref.collect_events()
-    waiting = ref.record(payer_iban=IBAN_OWN, payer_id="1012345678")
+    waiting = ref.record(payer_iban=IBAN_OWN, payer_id="1012345672")
     assert [w["refund_id"] for w in waiting] == ["V-1", "V-2"]
     [recorded] = ref.collect_events()
     assert isinstance(recorded, PaymentRef.Recorded)
-    assert (recorded.payment_id, recorded.payer_iban, recorded.payer_id) == ("PAY-1", IBAN_OWN, "1012345678")
+    assert (recorded.payment_id, recorded.payer_iban, recorded.payer_id) == ("PAY-1", IBAN_OWN, "1012345672")
     assert (ref.known, ref.pending) == (True, [])
 
-    assert ref.record(payer_iban=IBAN_OTHER, payer_id="2098765432") == []
+    assert ref.record(payer_iban=IBAN_OTHER, payer_id="2098765437") == []
     assert ref.collect_events() == []
-    assert (ref.payer_iban, ref.payer_id) == (IBAN_OWN, "1012345678")
+    assert (ref.payer_iban, ref.payer_id) == (IBAN_OWN, "1012345672")
 
 
 def test_a_payment_recorded_before_any_refund_waits_hands_back_nothing():
     ref = PaymentRef(payment_id="PAY-1")
-    assert ref.record(payer_iban=IBAN_OWN, payer_id="1012345678") == []
+    assert ref.record(payer_iban=IBAN_OWN, payer_id="1012345672") == []
     assert [type(e) for e in ref.collect_events()] == [PaymentRef.Noted, PaymentRef.Recorded]
     assert ref.id == PaymentRef.create_id("PAY-1")
 
@@ -571,9 +571,9 @@ def test_a_payment_recorded_before_any_refund_waits_hands_back_nothing():
 # --- visa refund ids ---------------------------------------------------------------------------------------------
 
 def test_a_visa_refund_id_is_deterministic_from_the_visa_key():
-    key = ("1012345678", "1448001234", "3")
-    assert visa_refund_id(*key) == visa_refund_id(*key) == "V-1012345678-1448001234-3"
-    assert visa_refund_id("1012345678", "1448001234", "4") != visa_refund_id(*key)
-    assert visa_refund_id("1012345678", "1448001235", "3") != visa_refund_id(*key)
-    assert visa_refund_id("1012345679", "1448001234", "3") != visa_refund_id(*key)
-    assert RefundCase.create_id(visa_refund_id(*key)) == RefundCase.create_id("V-1012345678-1448001234-3")
+    key = ("1012345672", "1448001238", "3")
+    assert visa_refund_id(*key) == visa_refund_id(*key) == "V-1012345672-1448001238-3"
+    assert visa_refund_id("1012345672", "1448001238", "4") != visa_refund_id(*key)
+    assert visa_refund_id("1012345680", "1448001238", "3") != visa_refund_id(*key)
+    assert visa_refund_id("1012345672", "1448001246", "3") != visa_refund_id(*key)
+    assert RefundCase.create_id(visa_refund_id(*key)) == RefundCase.create_id("V-1012345672-1448001238-3")
