@@ -139,15 +139,23 @@ async def _refund_requested(conn: asyncpg.Connection, e: LedgerEvent) -> None:
         d.get("route_owner", "BANK"), d.get("rules_version", ""), d.get("third_party_payer", False),
         json.dumps(reference), reference.get("payment_id"), visa_key(reference),
         parse_time(d["requested_at"]), parse_time(d["deadline"]) if "deadline" in d else e.time)
+    await conn.execute(_PAYMENT_REFUND_STATE, d["refund_id"])
 
 
 def _refund_update(sql: str, *fields: str) -> Projector:
-    """A projector that sets columns of the refund named by the event."""
+    """A projector that sets columns of the refund named by the event (and the refund state
+    of the payment it refunds, for a visa fee)."""
     async def project(conn: asyncpg.Connection, e: LedgerEvent) -> None:
         values = [parse_time(e.data[f]) if f.endswith("_at") else e.data.get(f) for f in fields]
         await conn.execute(f"UPDATE audit.refunds SET {sql}, updated_at = now() WHERE refund_id = $1",  # noqa: S608 - sql is one of the constants below
                            e.data["refund_id"], *values)
+        await conn.execute(_PAYMENT_REFUND_STATE, e.data["refund_id"])
     return project
+
+
+_PAYMENT_REFUND_STATE = (
+    "UPDATE audit.payments p SET refund_state = r.state, refunded_at = r.completed_at, updated_at = now() "
+    "FROM audit.refunds r WHERE r.refund_id = $1 AND p.payment_id = r.payment_id")
 
 
 def _visa_upsert(columns: dict[str, str]) -> Projector:

@@ -150,7 +150,9 @@ class Scenario:
         cancelled = self.rng.random() < self.visa_cancel_share
         late = self.rng.random() < self.late_cancel_share
         gap = timedelta(hours=self.rng.uniform(72, 400) if late else self.rng.uniform(1, 71.9))
-        requested = now - timedelta(minutes=self.rng.uniform(5, 120))
+        # some cancellations happened days ago: their deadlines (and mismatches) are already due
+        backdated = timedelta(days=self.rng.uniform(5, 20)) if self.rng.random() < self.backdated_share else timedelta()
+        requested = now - backdated - timedelta(minutes=self.rng.uniform(5, 120))
         issued = requested - gap if cancelled else now - timedelta(hours=self.rng.uniform(1, 48))
         if self.rng.random() < self.covid_visa_share:
             issued = datetime(2021, 1, 1, 9, tzinfo=timezone.utc) + timedelta(days=self.rng.uniform(0, 400))
@@ -170,6 +172,7 @@ class Scenario:
             return
         requested = max(requested, issued + timedelta(minutes=1))
         accepted = min(now, requested + timedelta(seconds=self.rng.uniform(10, 90)))
+        horizon = now - backdated  # a backdated journey's later steps happened days ago too
         yield Record("cancellations", sponsor.encode(), cloudevent(
             source="musaned", event_type="visa.cancellation_requested", time_=requested, data={
                 **key, "requested_at": requested.isoformat(), "channel": self.rng.choice(("MUSANED", "ABSHER"))}))
@@ -178,13 +181,13 @@ class Scenario:
                 **key, "accepted_at": accepted.isoformat()}))
         if visa_type == "VISIT" or self.rng.random() < self.bank_silent_share:
             return
-        restored = min(now, accepted + timedelta(seconds=self.rng.uniform(5, 60)))
+        restored = min(horizon, accepted + timedelta(seconds=self.rng.uniform(5, 60)))
         yield Record("visas", sponsor.encode(), cloudevent(
             source="nic", event_type="visa.status_changed", time_=restored, data={
                 **key, "status": "FEES_RESTORED", "changed_at": restored.isoformat()}))
         if self.rng.random() < 0.2:
             return  # fees restored on paper, no money: a status mismatch once the deadline passes
-        paid_back = min(now, restored + timedelta(seconds=self.rng.uniform(5, 60)))
+        paid_back = min(horizon, restored + timedelta(seconds=self.rng.uniform(5, 60)))
         yield Record("bank-returns", sponsor.encode(), cloudevent(
             source=f"bank/{iban[4:6]}", event_type="refund.completed", time_=paid_back, data={
                 "refund_id": f"V-{sponsor}-{key['export_number']}-{key['serial_number']}",

@@ -186,6 +186,8 @@ def test_a_cancelled_visa_is_refunded_on_its_route_and_shown_with_its_audit_fact
     kinds = {e["type"] for e in automatic["timeline"]}
     assert {"ledger.visa.issued", "ledger.visa.cancellation_routed", "ledger.refund.ordered",
             "ledger.refund.completed"} <= kinds
+    status, paid = audit.get(f"/api/v1/payments/SV-{sponsor}-1", token)
+    assert status == 200 and (paid["refund_state"], paid["refunded_at"]) == ("COMPLETED", riyadh(paid_at))
     mofa = wait_for(lambda: visa("2", "ORDERED"), 60, "the MoFA visa refund")
     assert mofa["route"] == "MOFA" and mofa["hours_since_issue"] == 80.0
     assert mofa["sla"]["status"] in {"ON_TIME", "DUE_SOON"}  # 15 calendar days from acceptance, 10 days ago
