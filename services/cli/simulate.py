@@ -78,7 +78,8 @@ class Scenario:
     visa_share: float = 0.2               # Musaned visas issued (per payment)
     visa_cancel_share: float = 0.5        # ... later cancelled
     late_cancel_share: float = 0.4        # ... 72 hours or more after issue (MoFA)
-    covid_visa_share: float = 0.03        # ... issued inside the COVID window (manual review)
+    covid_visa_share: float = 0.05        # ... issued inside the COVID window (manual review)
+    backdated_visa_share: float = 0.3     # ... cancelled days ago (deadlines, mismatches already due)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -151,7 +152,8 @@ class Scenario:
         late = self.rng.random() < self.late_cancel_share
         gap = timedelta(hours=self.rng.uniform(72, 400) if late else self.rng.uniform(1, 71.9))
         # some cancellations happened days ago: their deadlines (and mismatches) are already due
-        backdated = timedelta(days=self.rng.uniform(5, 20)) if self.rng.random() < self.backdated_share else timedelta()
+        backdated = (timedelta(days=self.rng.uniform(5, 20)) if self.rng.random() < self.backdated_visa_share
+                     else timedelta())
         requested = now - backdated - timedelta(minutes=self.rng.uniform(5, 120))
         issued = requested - gap if cancelled else now - timedelta(hours=self.rng.uniform(1, 48))
         if self.rng.random() < self.covid_visa_share:
@@ -164,6 +166,9 @@ class Scenario:
                 "payment_id": payment_id, "beneficiary_id": sponsor, "payer_id": sponsor, "payer_iban": iban,
                 "agency": "MUSANED", "service_code": "VISA_FEE", "amount": fee, "currency": "SAR",
                 "channel": "MUSANED", "paid_at": paid.isoformat()}))
+        yield Record("payments", sponsor.encode(), cloudevent(
+            source="nic", event_type="payment.acknowledged", time_=paid + timedelta(seconds=30), data={
+                "payment_id": payment_id, "acknowledged_at": (paid + timedelta(seconds=30)).isoformat()}))
         yield Record("visas", sponsor.encode(), cloudevent(
             source="musaned", event_type="visa.issued", time_=issued, data={
                 **key, "visa_type": visa_type, "payment_id": payment_id, "fee": fee,
