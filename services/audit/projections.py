@@ -196,6 +196,14 @@ VISA_REQUESTED = {"cancellation_requested_at": "requested_at", "cancellation_cha
 VISA_ROUTED = {**VISA_ISSUED, **VISA_REQUESTED, "route": "route", "route_rule": "rule", "route_reason": "reason",
                "rules_version": "rules_version", "hours_since_issue": "hours_since_issue"}
 
+_mark_overdue = _refund_update("overdue = true, overdue_at = $2, overdue_owner = $3", "marked_at", "owner")
+
+
+async def _refund_overdue(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+    await _mark_overdue(conn, e)
+    metrics.SLA_BREACHES.labels(e.data["route"], e.data["owner"]).inc()  # each overdue event is new here: once
+
+
 PROJECTORS: dict[str, Projector] = {
     "ledger.visa.issued": _visa_upsert(VISA_ISSUED),
     "ledger.visa.cancellation_requested": _visa_upsert(VISA_REQUESTED),
@@ -228,8 +236,7 @@ PROJECTORS: dict[str, Projector] = {
     "ledger.refund.failed": _refund_update(
         "state = 'FAILED', failed_at = $2, bank_reference = $3, failure_reason = $4",
         "failed_at", "bank_reference", "reason"),
-    "ledger.refund.overdue": _refund_update("overdue = true, overdue_at = $2, overdue_owner = $3",
-                                            "marked_at", "owner"),
+    "ledger.refund.overdue": _refund_overdue,
     "event.rejected": _rejected,
 }
 
@@ -290,3 +297,23 @@ class Projection:
             await projector(conn, event)
         metrics.PROJECTION_APPLIED.labels(topic, event.type).inc()
         return 1
+
+
+async def read_model_gauges(pool: asyncpg.Pool) -> None:
+    """Refresh the gauges SREs alert on from the read model: refunds by state and route, overdue
+    refunds per agency, unreflected payments, status mismatches."""
+    async with pool.acquire() as conn:
+        by_state = await conn.fetch("SELECT state, route, count(*) AS n FROM audit.refunds GROUP BY state, route")
+        overdue = await conn.fetch(
+            "SELECT agency, count(*) AS n FROM audit.refunds WHERE overdue AND state = ANY($1::text[]) "
+            "GROUP BY agency", ["AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW", "ORDERED"])
+        unreflected = await conn.fetchval("SELECT count(*) FROM audit.payments WHERE unreflected_since IS NOT NULL")
+        mismatches = await conn.fetchval("SELECT count(*) FROM audit.visas WHERE status_mismatch_at IS NOT NULL")
+    metrics.REFUNDS.clear()
+    for row in by_state:
+        metrics.REFUNDS.labels(row["state"], row["route"]).set(row["n"])
+    metrics.REFUNDS_OVERDUE.clear()
+    for row in overdue:
+        metrics.REFUNDS_OVERDUE.labels(row["agency"]).set(row["n"])
+    metrics.UNREFLECTED_PAYMENTS.set(unreflected)
+    metrics.STATUS_MISMATCHES.set(mismatches)

@@ -22,6 +22,7 @@ from services.audit.api import ID_PATTERN, Pool, _pii, _timeline, case_with_time
 from services.kit.auth import Principal
 from services.kit.calendar import BusinessCalendar
 from services.kit.iban import bank_name
+from services.kit.identity import PERSON_FIELDS
 from services.kit.rules import Rules
 
 READ_ROLES = frozenset({"auditor", "agent", "jawazat", "mofa", "admin"})
@@ -110,7 +111,7 @@ class DecisionAccepted(BaseModel):
 
 
 #: Who holds a case before and after its bank order, by route.
-HOLDER_BEFORE_ORDER = {"BANK": "BANK", "AUTOMATIC": "MUSANED", "MOFA": "MUSANED", "JAWAZAT": "JAWAZAT",
+HOLDER_BEFORE_ORDER = {"BANK": "MOF", "AUTOMATIC": "MUSANED", "MOFA": "MUSANED", "JAWAZAT": "JAWAZAT",
                        "MANUAL_REVIEW": "MOFA"}
 HOLDER_AFTER_ORDER = {"MOFA": "MOFA"}  # MoFA pays its refunds; every other route's order is the bank's
 
@@ -130,6 +131,8 @@ def time_by_agency(row: asyncpg.Record, now: datetime) -> dict[str, float]:
     return held
 
 
+MAX_DECIDER = 128  # the decision schemas' limit on decided_by
+
 NEXT_OWNER = {"AWAITING_HOLD": "MOF", "JAWAZAT_QUEUE": "JAWAZAT", "MANUAL_REVIEW": "MOFA", "ORDERED": "BANK"}
 
 
@@ -146,8 +149,10 @@ def encode_cursor(*values: Any) -> str:
 def decode_cursor(cursor: str) -> list[Any]:
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return [datetime.fromisoformat(values[0]), str(values[1])]
-    except (ValueError, TypeError, IndexError, binascii.Error, json.JSONDecodeError):
+        if not (isinstance(values, list) and len(values) == 2 and all(isinstance(v, str) for v in values)):
+            raise ValueError("not a cursor")
+        return [datetime.fromisoformat(values[0]), values[1]]
+    except (ValueError, TypeError, binascii.Error):
         raise HTTPException(422, "cursor is not one this API issued") from None
 
 
@@ -278,7 +283,8 @@ def create_refunds_router(
             **summary(row, principal, calendar, now), time_by_agency=time_by_agency(row, now),
             route_owner=row["route_owner"],
             rules_version=row["rules_version"], third_party_payer=row["third_party_payer"],
-            reference={k: str(v) for k, v in reference.items()}, ordered_at=local(row["ordered_at"]),
+            reference={k: _pii(str(v), principal) if k in PERSON_FIELDS else str(v) for k, v in reference.items()},
+            ordered_at=local(row["ordered_at"]),
             decided_by=row["decided_by"], decided_at=local(row["decided_at"]),
             rejection_rule=row["rejection_rule"], rejection_reason=row["rejection_reason"],
             bank_reference=row["bank_reference"], completed_at=local(row["completed_at"]),
@@ -355,6 +361,8 @@ def add_queue_routes(router: APIRouter, queue: Queue, pool: Pool, secret: str, c
             state = await conn.fetchval("SELECT state FROM audit.refunds WHERE refund_id = $1", refund_id)
         if state is None:
             raise HTTPException(404, f"refund {refund_id} is not in the ledger")
+        if len(principal.subject) > MAX_DECIDER:
+            raise HTTPException(422, f"the token's subject is longer than {MAX_DECIDER} characters")
         if state != queue.state:
             raise HTTPException(409, f"refund {refund_id} is {state.lower()}, not waiting in the {queue.agency} queue")
         return await decide(event_type, {"refund_id": refund_id, "queue": queue.state,

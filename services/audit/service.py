@@ -4,6 +4,7 @@ the operational routes served from the same Faust worker on AUDIT_API_PORT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from datetime import datetime, timezone
@@ -15,18 +16,20 @@ import faust
 from faust.contrib.asgi import serve_asgi
 
 from services.audit.api import create_api
-from services.audit.projections import FOLLOWED_TOPICS, Projection, create_schema
+from services.audit.projections import FOLLOWED_TOPICS, Projection, create_schema, read_model_gauges
 from services.audit.refunds_api import create_refunds_router
 from services.audit.visas_api import create_visas_router
 from services.kit import envelope
 from services.kit.auth import check_secret
 from services.kit.kafka import Publisher, Record, ensure_topics
 from services.kit.rules import load_rules
-from services.kit.runtime import create_faust_app, raw_message
+from services.kit.runtime import create_faust_app, raw_message, record_lag
 from services.kit.settings import Settings
 from services.kit.web import Health, add_operational_routes, add_request_metrics
 
 log = logging.getLogger(__name__)
+
+GAUGE_INTERVAL = 15.0  # seconds between refreshes of the read-model gauges (refunds, exceptions)
 
 
 class AuditRuntime:
@@ -118,12 +121,20 @@ def build_worker(settings: Settings) -> tuple[faust.App, AuditRuntime]:
     @app.agent(topic, name="audit.project_ledger_events")
     async def project_ledger_events(stream) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within):
-            await runtime.apply([raw_message(event) for event in events])
+            messages = [raw_message(event) for event in events]
+            await runtime.apply(messages)
+            record_lag(app, messages)
 
     @app.task
     async def start_read_model() -> None:
         await ensure_topics(settings)
         await runtime.start()
+
+    @app.timer(interval=GAUGE_INTERVAL)
+    async def refresh_gauges() -> None:
+        if runtime.pool is not None:
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                await read_model_gauges(runtime.pool)
 
     rules = load_rules(settings.rules_file)
     api = create_api(lambda: runtime.pool, settings.audit_api_secret,

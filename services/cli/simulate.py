@@ -36,6 +36,7 @@ from schwifty import IBAN
 from services.kit.identity import with_check_digit
 from services.kit.kafka import Publisher, Record, ensure_topics
 from services.kit.settings import Settings
+from services.refunds.domain import visa_refund_id
 
 BANK_CODES = ("10", "15", "20", "30", "45", "55", "60", "65", "80", "05")
 PAYMENT_CHANNELS = ("SADAD_ONLINE", "SADAD_ONLINE", "SADAD_ONLINE", "SADAD_ATM", "SADAD_BRANCH")
@@ -195,7 +196,7 @@ class Scenario:
         paid_back = min(horizon, restored + timedelta(seconds=self.rng.uniform(5, 60)))
         yield Record("bank-returns", sponsor.encode(), cloudevent(
             source=f"bank/{iban[4:6]}", event_type="refund.completed", time_=paid_back, data={
-                "refund_id": f"V-{sponsor}-{key['export_number']}-{key['serial_number']}",
+                "refund_id": visa_refund_id(sponsor, key["export_number"], key["serial_number"]),
                 "bank_reference": f"{iban[4:6]}-{self.rng.randrange(10**9):09d}", "amount": fee, "iban": iban,
                 "completed_at": paid_back.isoformat()}))
 

@@ -55,3 +55,23 @@ HTTP_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS)
 ACCESS_AUDIT_RECORDS = Counter(
     "refund_ledger_access_audit_records_total", "Access-audit records written by the audit API.")
+CONSUMER_LAG = Gauge(
+    "refund_ledger_consumer_lag_messages",
+    "Records on a partition not yet applied (high-water mark minus the next offset to apply).",
+    ["topic", "partition"])
+# From the audit read model (refreshed periodically by the audit service).
+REFUNDS = Gauge("refund_ledger_refunds", "Refund cases by state and route.", ["state", "route"])
+REFUNDS_OVERDUE = Gauge("refund_ledger_refunds_overdue", "Open refund cases past their deadline.", ["agency"])
+UNREFLECTED_PAYMENTS = Gauge("refund_ledger_unreflected_payments",
+                             "Payments no agency system acknowledged in time (still open).")
+STATUS_MISMATCHES = Gauge("refund_ledger_status_mismatches",
+                          "Visas whose status says fees restored with no bank completion by the deadline.")
+SLA_BREACHES = Counter("refund_ledger_sla_breaches_total",
+                       "Refund cases that went past their deadline, by route and the agency charged.",
+                       ["route", "owner"])
+# The notifier's deliveries, per channel (email, sms, webhook).
+NOTIFICATIONS_SENT = Counter("refund_ledger_notifications_sent_total", "Messages delivered.", ["channel"])
+NOTIFICATIONS_FAILED = Counter("refund_ledger_notifications_failed_total", "Delivery attempts that failed.",
+                               ["channel"])
+NOTIFICATIONS_PENDING = Gauge("refund_ledger_notifications_pending", "Messages waiting to be delivered.",
+                              ["channel"])

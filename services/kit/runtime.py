@@ -22,9 +22,10 @@ import psycopg
 import psycopg_pool
 from eventsourcing import persistence as es_persistence
 from faust.contrib.asgi import serve_asgi
+from faust.types import TP
 from mode import Service
 
-from services.kit import logs
+from services.kit import logs, metrics
 from services.kit.envelope import RawMessage, SchemaRegistry, resolve_schemas_dir
 from services.kit.executor import BlockingExecutor
 from services.kit.ingress import BatchOutcome, Handler, Ingress, TimerHandler
@@ -64,6 +65,17 @@ def create_faust_app(service: str, settings: Settings) -> faust.App:
         web_host=settings.web_host,
         web_port=settings.web_port,
     )
+
+
+def record_lag(app: faust.App, messages: Sequence[RawMessage]) -> None:
+    """Consumer lag per partition just applied: the fetcher's high-water mark minus the next offset."""
+    last: dict[tuple[str, int], int] = {}
+    for message in messages:
+        last[(message.topic, message.partition)] = max(message.offset, last.get((message.topic, message.partition), -1))
+    for (topic, partition), offset in last.items():
+        highwater = app.consumer.highwater(TP(topic, partition))
+        if highwater is not None:
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(max(0, highwater - offset - 1))
 
 
 def raw_message(event: faust.types.EventT) -> RawMessage:
@@ -199,7 +211,9 @@ def build_worker(spec: ServiceSpec, settings: Settings) -> tuple[faust.App, Ledg
 
     async def apply_events(stream) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within):
-            await runtime.apply([raw_message(event) for event in events])
+            messages = [raw_message(event) for event in events]
+            await runtime.apply(messages)
+            record_lag(app, messages)
 
     apply_events.__name__ = apply_events.__qualname__ = f"apply_{spec.name}_events"
     app.agent(topic, name=f"{spec.name}.apply_events")(apply_events)

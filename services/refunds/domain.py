@@ -233,8 +233,10 @@ class ParkedReturn(Aggregate):
 
 
 def visa_refund_id(sponsor_id: str, export_number: str, serial_number: str) -> str:
-    """The refund id of a visa fee refund: the visa's key, which the citizen and the bank can quote."""
-    return f"V-{sponsor_id}-{export_number}-{serial_number}"
+    """The refund id of a visa fee refund: derived from the visa's key (so every service and a
+    re-sent acceptance agree) but opaque, so quoting it never discloses the sponsor's ID."""
+    digest = uuid5(NAMESPACE, f"visa-refund:{sponsor_id}:{export_number}:{serial_number}").hex
+    return f"V-{digest[:16].upper()}"
 
 
 class PaymentRef(Aggregate):

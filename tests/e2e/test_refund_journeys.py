@@ -11,9 +11,11 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.kit.auth import issue_token
 from services.kit.identity import with_check_digit
+from services.refunds.domain import visa_refund_id
 from tests.conftest import TEST_SECRET, fresh_database
 from tests.e2e.conftest import service_env
 from tests.e2e.harness import ServiceProcess, produce, read_topic, start_all, wait_for
@@ -40,6 +42,11 @@ def person() -> str:
     return with_check_digit("1" + str(uuid.uuid4().int)[:8])
 
 
+def paid(audit, token: str, payment_id: str) -> None:
+    """Wait until the ledger holds the payment."""
+    wait_for(lambda: audit.get(f"/api/v1/payments/{payment_id}", token)[0] == 200, 60, f"payment {payment_id}")
+
+
 def post(url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=json.dumps(body or {}).encode(), method="POST",
                                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
@@ -57,6 +64,7 @@ def test_a_bank_refund_is_held_ordered_paid_and_shown_with_its_audit_facts(journ
     key = who.encode()
     produce(bootstrap, [(prefix + "payments", key, cloudevent("payment.recorded",
                                                               payment(f"P-{who}", beneficiary_id=who)))])
+    paid(audit, token, f"P-{who}")  # topics carry no order between them: the bank asks after the payment landed
     request_id, wrong_id = f"RR-{who}", f"RW-{who}"
     produce(bootstrap, [
         (prefix + "refund-requests", key,
@@ -160,11 +168,11 @@ def test_a_cancelled_visa_is_refunded_on_its_route_and_shown_with_its_audit_fact
                 **key, "accepted_at": (issued + after + timedelta(hours=2)).isoformat()}, source="musaned")),
         ]
     produce(bootstrap, records)
-    refund_id = f"V-{sponsor}-1448000008-1"
+    refund_id = visa_refund_id(sponsor, "1448000008", "1")
 
     def ordered():
         return {json.loads(r.value)["data"]["refund_id"] for r in read_topic(bootstrap, prefix + "bank-refund-orders")
-                } >= {refund_id, f"V-{sponsor}-1448000008-2"}
+                } >= {refund_id, visa_refund_id(sponsor, "1448000008", "2")}
 
     wait_for(ordered, 60, "both visa refunds ordered from the bank")
     paid_at = issued + timedelta(hours=9)
@@ -198,12 +206,11 @@ def test_an_unanswered_order_goes_overdue_and_an_unacknowledged_payment_is_liste
     audit, who = services["audit"], person()
     token = issue_token(TEST_SECRET, "auditor", "e2e", 600)
     days_ago = datetime.now(timezone.utc) - timedelta(days=10)
-    produce(bootstrap, [
-        (prefix + "payments", who.encode(), cloudevent("payment.recorded", payment(
-            f"OLD-{who}", beneficiary_id=who, paid_at=days_ago))),
-        (prefix + "refund-requests", who.encode(), cloudevent("refund.requested", refund_request(
-            f"RO-{who}", beneficiary_id=who, at=days_ago + timedelta(hours=1)))),
-    ])
+    produce(bootstrap, [(prefix + "payments", who.encode(), cloudevent("payment.recorded", payment(
+        f"OLD-{who}", beneficiary_id=who, paid_at=days_ago)))])
+    paid(audit, token, f"OLD-{who}")
+    produce(bootstrap, [(prefix + "refund-requests", who.encode(), cloudevent("refund.requested", refund_request(
+        f"RO-{who}", beneficiary_id=who, at=days_ago + timedelta(hours=1))))])
 
     def overdue():
         status, page = audit.get("/api/v1/refunds?status=overdue&limit=500", token)
@@ -221,3 +228,22 @@ def test_an_unanswered_order_goes_overdue_and_an_unacknowledged_payment_is_liste
 
     [listed] = wait_for(unreflected, 60, "the unreflected payment")
     assert listed["responsible_agency"] == "JAWAZAT"
+
+
+def test_the_journeys_move_the_metrics_sres_watch(journey_stack):
+    _, prefix, services = journey_stack
+    audit, refunds = services["audit"], services["refunds"]
+    wait_for(lambda: audit.metric("refund_ledger_refunds", state="COMPLETED") > 0, 60,
+             "refunds by state from the read model")
+    assert audit.metric("refund_ledger_refunds", state="REJECTED", route="BANK") > 0
+    assert audit.metric("refund_ledger_sla_breaches_total", route="BANK") > 0
+    assert audit.metric("refund_ledger_unreflected_payments") > 0
+    assert refunds.metric("refund_ledger_timers_fired_total", timer="refund.overdue") > 0
+    assert refunds.metric("refund_ledger_outbox_published_total", topic="bank-refund-orders") > 0
+    status, text = refunds.get("/metrics")
+    assert status == 200
+    lags = {(s.labels["topic"], s.labels["partition"]): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name == "refund_ledger_consumer_lag_messages"}
+    assert {topic for topic, _ in lags} >= {prefix + "refund-requests", prefix + "bank-returns"}
+    assert set(lags.values()) == {0.0}, "everything sent was applied"

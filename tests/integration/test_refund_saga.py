@@ -19,7 +19,7 @@ from services.payments import service as payments_service
 from services.payments.domain import PaymentsError
 from services.refunds import application as refunds
 from services.refunds import service as refunds_service
-from services.refunds.domain import RefundsError
+from services.refunds.domain import RefundsError, visa_refund_id
 from services.visas import application as visas
 from services.visas import service as visas_service
 from services.visas.domain import VisasError
@@ -327,7 +327,7 @@ def test_a_covid_window_visa_waits_for_mofa_review_and_is_ordered_on_approval(sa
                    source="musaned"),
         cloudevent("visa.cancellation_accepted", {**key, "accepted_at": accepted.isoformat()}, source="musaned")])
     saga.settle()
-    refund_id = f"V-{SPONSOR}-1448001238-3"
+    refund_id = visa_refund_id(SPONSOR, "1448001238", "3")
     assert saga.ref.app.case(refund_id)["state"] == "MANUAL_REVIEW" and saga.orders == []
     decision = {"refund_id": refund_id, "queue": "MANUAL_REVIEW", "decided_by": "mofa:a.alqahtani",
                 "decided_at": (covid_issue + timedelta(days=403)).isoformat()}
