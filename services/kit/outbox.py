@@ -81,6 +81,8 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.position_name = "ledger"
         self._wake = asyncio.Event()
+        self._publishing = asyncio.Lock()   # the loop and the shutdown drain never publish at once
+        self._position: int | None = None
 
     def wake(self) -> None:
         """Tell the relay new events were just saved (saves a poll interval)."""
@@ -135,19 +137,36 @@ class OutboxRelay:
         return new_position
 
     async def run(self, stopping: asyncio.Event) -> None:
-        position = await self.executor.run(self.app.ingress_recorder.outbox_position, self.position_name)
+        """Publish until ``stopping``; :meth:`drain` publishes what is left."""
+        self._position = await self.executor.run(self.app.ingress_recorder.outbox_position, self.position_name)
         backoff = self.poll_interval
         while not stopping.is_set():
             try:
-                new_position = await self.run_once(position)
+                async with self._publishing:
+                    before, self._position = self._position, await self.run_once(self._position)
             except Exception:  # broker or database away: keep trying, never skip
-                log.exception("relay failed; retrying", extra={"position": position})
+                log.exception("relay failed; retrying", extra={"position": self._position})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
             backoff = self.poll_interval
-            if new_position == position:
+            if self._position == before:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
-            position = new_position
+
+    async def drain(self, timeout: float) -> bool:
+        """On shutdown: publish every event saved so far (within ``timeout``); True if caught up."""
+        if self._position is None:
+            return False
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with self._publishing:
+            while asyncio.get_running_loop().time() < deadline:
+                try:
+                    before, self._position = self._position, await self.run_once(self._position)
+                except Exception:
+                    log.warning("outbox not drained at shutdown; the next start publishes the rest", exc_info=True)
+                    return False
+                if self._position == before:
+                    return True
+        return False

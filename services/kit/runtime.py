@@ -167,11 +167,16 @@ class LedgerRuntime(Service):
             raise ConnectionError("broker metadata refresh failed")
 
     async def on_stop(self) -> None:
+        """SIGTERM: the batch in hand finishes (no new one starts), the outbox is flushed, then close."""
         self.stopping.set()
-        await self.publisher.stop()
-        self.executor.shutdown()
-        if self.application is not None:
-            self.application.close()
+        async with self.writing:
+            if self.relay is not None:
+                drained = await self.relay.drain(timeout=self.settings.shutdown_grace / 2)
+                log.info("outbox drained" if drained else "outbox left for the next start")
+            await self.publisher.stop()
+            self.executor.shutdown()
+            if self.application is not None:
+                self.application.close()
 
     async def _fire_timers(self) -> None:
         """Act on due deadlines every ``TIMER_INTERVAL``; one writer at a time with the ingress."""
