@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration lint bench clean venv
+.PHONY: run test test-unit test-integration lint bench clean venv promtool
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,15 @@ venv: $(STAMP)
 run: $(STAMP)  ## the whole stack: embedded broker + PostgreSQL, services, audit API, demo traffic
 	$(BIN)/refund-ledger up
 
-test: $(STAMP)  ## the whole suite (unit, integration, end to end)
+promtool:  ## promtool for the alert rule tests (Debian's prometheus package)
+	@command -v promtool >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
+
+test: $(STAMP) promtool  ## the whole suite (unit, integration, end to end)
 	$(BIN)/pytest -q -p no:cacheprovider
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) promtool
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit
 
 test-integration: $(STAMP)

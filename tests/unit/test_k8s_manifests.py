@@ -1,86 +1,179 @@
-"""The Kubernetes base in deploy/k8s: rendered with ``kubectl kustomize`` and
-validated, document by document, against the Kubernetes 1.30 schemas in
-strict mode (``kubernetes-validate``), then checked for what the schemas
-cannot see: probes, the pod security settings, resources, secrets handling
-and the services it runs.
+"""The Kubernetes manifests in deploy/k8s: the kustomize base and the dev and prod overlays,
+each rendered with ``kubectl kustomize`` and validated object by object, offline:
+
+- built-in kinds against the Kubernetes 1.30 schemas in strict mode (``kubernetes-validate``);
+- Strimzi and CloudNativePG resources against the JSON Schemas in deploy/k8s/crd-schemas;
+- Prometheus Operator resources against the models of ``cloudcoil-models-prometheus-operator``,
+  made strict (an unknown field fails);
+- any other kind fails.
+
+Then what no schema sees: probes, pod security, resources, secrets handling, the services it
+runs, the Kafka topics (= services/kit/topics.py ALL_TOPICS) and the ACLs of every KafkaUser
+(= the topics in the services' SPECs), the network policies, the autoscalers and disruption
+budgets of prod, and the generated copies of the alert rules and the dashboard.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
+import json
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 
+from services.audit.projections import FOLLOWED_TOPICS
 from services.cli.processes import SERVICES
+from services.kit.runtime import create_faust_app
 from services.kit.settings import Settings
+from services.kit.topics import ALL_TOPICS
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = ROOT / "deploy" / "k8s"
+K8S = ROOT / "deploy" / "k8s"
+VARIANTS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
+CRD_SCHEMAS = K8S / "crd-schemas"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "refund-ledger.json"
+DOCKERFILE = ROOT / "Dockerfile"
 KUBERNETES_VERSION = "1.30"
 NAMESPACE = "refund-ledger"
 CONFIG_MAP = "refund-ledger-config"
 SECRET = "refund-ledger-secrets"
-#: Environment variables that may only come from the Secret, by secretKeyRef.
-SECRET_ENV = {"DATABASE_URL", "AUDIT_API_SECRET"}
+DATABASE_CLUSTER = "refund-ledger-db"
+KAFKA_CLUSTER = "refund-ledger"
+IMAGE = "refund-ledger"
+#: Environment variables that may only come from a Secret, by secretKeyRef: variable -> (Secret, key).
+SECRET_ENV = {
+    "DATABASE_URL": (f"{DATABASE_CLUSTER}-app", "uri"),   # written by CloudNativePG for the owner role
+    "AUDIT_API_SECRET": (SECRET, "AUDIT_API_SECRET"),     # created outside the repository
+}
 SECRET_ENV_BY_SERVICE = {service: {"DATABASE_URL"} for service in SERVICES} | {
     "audit": {"DATABASE_URL", "AUDIT_API_SECRET"},
 }
 SECRET_LOOKING_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN(?!_TTL)|CREDENTIAL|PRIVATE|API_?KEY|DATABASE_URL", re.I)
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 COMMON_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of")
+BUILTIN_KINDS = {"Namespace", "ConfigMap", "Deployment", "Service", "NetworkPolicy"}
+CUSTOM_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "Cluster", "ServiceMonitor", "PrometheusRule"}
+KINDS = {
+    "base": BUILTIN_KINDS | CUSTOM_KINDS,
+    "dev": BUILTIN_KINDS | CUSTOM_KINDS - {"KafkaUser"},
+    "prod": BUILTIN_KINDS | CUSTOM_KINDS | {"HorizontalPodAutoscaler", "PodDisruptionBudget"},
+}
+#: Namespaces (by kubernetes.io/metadata.name) whose named pods may reach pods here, and why.
+TRUSTED_NAMESPACES = {"monitoring": "Prometheus scrapes /metrics", "cnpg-system": "the CloudNativePG operator"}
+#: Connections one replica may hold: psycopg pool 5 + overflow 5 (settings.postgres_env), asyncpg 10 (audit).
+CONNECTIONS_PER_REPLICA = 10
 
 
-def render() -> list[dict[str, Any]]:
+# --- rendering and validation ------------------------------------------------------------------------
+
+
+@functools.cache
+def render(variant: str) -> tuple[dict[str, Any], ...]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("the kubectl binary is not on PATH: cannot render deploy/k8s with `kubectl kustomize`")
-    result = subprocess.run([kubectl, "kustomize", str(BASE)], capture_output=True, text=True,
+    path = VARIANTS[variant]
+    result = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True,
                             timeout=120, check=False)
-    assert result.returncode == 0, f"kubectl kustomize {BASE} failed:\n{result.stderr}"
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert result.returncode == 0, f"kubectl kustomize {path} failed:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
-def validate_strict(doc: dict[str, Any]) -> str:
-    """Validate one object against Kubernetes 1.30 in strict mode; an unknown kind fails."""
+def _strict(schema: Any) -> Any:
+    """Forbid unknown fields in every object schema that lists its properties."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" and "properties" in schema and "additionalProperties" not in schema:
+            schema["additionalProperties"] = False
+        for value in schema.values():
+            _strict(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _strict(value)
+    return schema
+
+
+@functools.cache
+def custom_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
+    """(apiVersion, kind) -> validator, for every custom resource kind the manifests may use."""
+    validators = {}
+    for path in sorted(CRD_SCHEMAS.glob("*.json")):
+        schema = json.loads(path.read_text())
+        jsonschema.Draft7Validator.check_schema(schema)
+        key = (schema["properties"]["apiVersion"]["const"], schema["properties"]["kind"]["const"])
+        validators[key] = jsonschema.Draft7Validator(schema)
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        model = getattr(prometheus_operator, kind)
+        schema = _strict(model.model_json_schema(by_alias=True, mode="validation"))
+        validators[("monitoring.coreos.com/v1", kind)] = jsonschema.Draft202012Validator(schema)
+    return validators
+
+
+def validate(doc: dict[str, Any]) -> str:
+    """Validate one object: built-in kinds against Kubernetes 1.30 (strict), custom resources
+    against their schemas; a kind with neither fails."""
     name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+    custom = custom_validators().get((doc.get("apiVersion"), doc.get("kind")))
+    if custom is not None:
+        errors = sorted(custom.iter_errors(doc), key=lambda e: list(e.path))
+        if errors:
+            details = "\n".join(f"  {'.'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:10])
+            pytest.fail(f"{name}: invalid against its CRD schema:\n{details}")
+        return "crd"
     try:
         return kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.SchemaNotFoundError as error:
         pytest.fail(f"{name}: no schema, so not validated ({error.message}); "
-                    "custom resources need their own schema and test")
+                    "custom resources need a schema in deploy/k8s/crd-schemas")
     except kubernetes_validate.ValidationError as error:
         path = ".".join(str(part) for part in error.path)
         pytest.fail(f"{name}: invalid against Kubernetes {error.version} (strict): {path}: {error.message}")
 
 
+def of_kind(docs, kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def named(docs, kind: str, name: str) -> dict[str, Any]:
+    [only] = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return only
+
+
+@pytest.fixture(params=list(VARIANTS), scope="module")
+def variant(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def docs() -> list[dict[str, Any]]:
-    return render()
+def docs(variant) -> tuple[dict[str, Any], ...]:
+    return render(variant)
 
 
 @pytest.fixture(scope="module")
 def deployments(docs) -> dict[str, dict[str, Any]]:
     """The Deployments by the SERVICE their command runs."""
     found: dict[str, dict[str, Any]] = {}
-    for doc in docs:
-        if doc["kind"] == "Deployment":
-            service = run_command_service(doc)
-            assert service not in found, f"two Deployments run {service}"
-            found[service] = doc
+    for doc in of_kind(docs, "Deployment"):
+        service = run_command_service(doc)
+        assert service not in found, f"two Deployments run {service}"
+        found[service] = doc
     return found
 
 
 @pytest.fixture(scope="module")
 def config(docs) -> dict[str, str]:
-    [config_map] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == CONFIG_MAP]
-    return config_map["data"]
+    return named(docs, "ConfigMap", CONFIG_MAP)["data"]
 
 
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -96,28 +189,69 @@ def run_command_service(deployment: dict[str, Any]) -> str:
     return command[2]
 
 
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector matches ``labels`` (an empty selector matches all)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and labels.get(key) in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
 # --- schema validation -------------------------------------------------------------------------------
 
 
-def test_every_rendered_document_is_valid_kubernetes_1_30_in_strict_mode(docs):
+def test_every_rendered_object_is_valid_against_its_schema(docs, variant):
     assert docs, "kubectl kustomize rendered nothing"
     kinds = set()
     for doc in docs:
-        assert validate_strict(doc) == KUBERNETES_VERSION
+        assert validate(doc) in {KUBERNETES_VERSION, "crd"}
         kinds.add(doc["kind"])
-    assert kinds == {"Namespace", "ConfigMap", "Deployment", "Service"}
+    assert kinds == KINDS[variant]
 
 
-def test_the_validator_is_really_strict_and_refuses_unknown_kinds(docs):
-    """Guards the guard: a misspelt field and a kind without a schema must both fail."""
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
+def test_the_validator_is_really_strict_and_refuses_unknown_kinds():
+    """Guards the guard: a misspelt field, a wrong type and a kind without a schema must all fail."""
+    docs = render("prod")
+    deployment = of_kind(docs, "Deployment")[0]
     misspelt = yaml.safe_load(yaml.safe_dump(deployment))
     container(misspelt)["readinessProbes"] = container(misspelt).pop("readinessProbe")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(misspelt, KUBERNETES_VERSION, strict=True)
-    strimzi = {"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaTopic", "metadata": {"name": "t"}}
+    unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
     with pytest.raises(pytest.fail.Exception, match="no schema"):
-        validate_strict(strimzi)
+        validate(unknown)
+
+    def broken(kind: str, change) -> None:
+        doc = yaml.safe_load(yaml.safe_dump(of_kind(docs, kind)[0]))
+        change(doc)
+        with pytest.raises(pytest.fail.Exception, match="CRD schema"):
+            validate(doc)
+
+    broken("KafkaTopic", lambda d: d["spec"].update(partition=12))
+    broken("KafkaTopic", lambda d: d["metadata"]["labels"].pop("strimzi.io/cluster"))
+    broken("KafkaUser", lambda d: d["spec"]["authorization"]["acls"][0].update(operations=["Reed"]))
+    broken("Kafka", lambda d: d["spec"]["kafka"]["listeners"][0].update(type="internel"))
+    broken("KafkaNodePool", lambda d: d["spec"].update(replica=3))
+    broken("Cluster", lambda d: d["spec"]["postgresql"]["parameters"].update(max_connections=400))
+    broken("ServiceMonitor", lambda d: d["spec"]["endpoints"][0].update(intervall="30s"))
+    broken("PrometheusRule", lambda d: d["spec"]["groups"][0]["rules"][0].update(expression="up"))
+
+
+def test_every_crd_schema_is_used():
+    used = {(d["apiVersion"], d["kind"]) for variant in VARIANTS for d in render(variant)}
+    for path in CRD_SCHEMAS.glob("*.json"):
+        schema = json.loads(path.read_text())
+        key = (schema["properties"]["apiVersion"]["const"], schema["properties"]["kind"]["const"])
+        assert key in used, f"{path.name}: no rendered object uses it"
 
 
 # --- layout ------------------------------------------------------------------------------------------
@@ -129,7 +263,7 @@ def test_every_service_is_deployed_once_with_a_known_service_name(deployments):
 
 
 def test_everything_is_in_the_refund_ledger_namespace(docs):
-    namespaces = [d for d in docs if d["kind"] == "Namespace"]
+    namespaces = of_kind(docs, "Namespace")
     assert [n["metadata"]["name"] for n in namespaces] == [NAMESPACE]
     for doc in docs:
         if doc["kind"] != "Namespace":
@@ -154,9 +288,33 @@ def test_common_labels_everywhere_and_selectors_hold_only_stable_labels(docs, de
         assert template_labels["app.kubernetes.io/part-of"] == "refund-ledger"
 
 
-def test_the_image_is_the_kustomize_placeholder(deployments):
-    for deployment in deployments.values():
-        assert container(deployment)["image"] == "refund-ledger:latest"
+def test_the_image_is_the_dockerfile_image_pinned_in_prod(deployments, variant):
+    expected = {"base": f"{IMAGE}:latest", "dev": f"{IMAGE}:dev"}
+    for service, deployment in deployments.items():
+        image = container(deployment)["image"]
+        repository = image.split("@")[0].rsplit(":", 1)[0]
+        assert repository.endswith(IMAGE), f"{service}: {image} is not the refund-ledger image"
+        if variant in expected:
+            assert image == expected[variant], service
+        else:
+            assert not image.endswith(":latest") and re.search(r":\d+\.\d+\.\d+$|@sha256:[0-9a-f]{64}$", image), \
+                f"{service}: prod runs {image}, not a release tag or digest"
+
+
+def test_the_dockerfile_builds_that_image_pinned_and_non_root():
+    text = DOCKERFILE.read_text()
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    assert base, "the base image is one ARG, so CI can pin its digest"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base.group(1)), base.group(1)
+    stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?$", text, re.M)
+    assert len(stages) >= 2 and all(image == "${PYTHON_IMAGE}" for image, _ in stages), "multi-stage, one pinned base"
+    runtime = text.split(f"FROM {stages[-1][0]} AS {stages[-1][1]}")[-1]
+    assert re.search(r"^USER 10001(:10001)?$", runtime, re.M), "the image runs as UID 10001 (the pods' runAsUser)"
+    assert re.search(r'^ENTRYPOINT \["refund-ledger"\]$', runtime, re.M)
+    assert "pip install ." in text and "/opt/venv" in text
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert ignored[0] == "*" and {"!services/", "!schemas/", "!pyproject.toml"} <= set(ignored)
 
 
 # --- pods --------------------------------------------------------------------------------------------
@@ -212,28 +370,35 @@ def test_every_deployment_sets_requests_and_limits(deployments):
 # --- settings and secrets ----------------------------------------------------------------------------
 
 
-def test_the_config_map_holds_only_settings_the_services_read(config):
+def test_the_config_map_holds_only_settings_the_services_read(config, docs):
     known = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', inspect.getsource(Settings.from_env)))
     assert set(config) <= known, f"settings no service reads: {set(config) - known}"
-    assert not set(config) & SECRET_ENV
+    assert not set(config) & set(SECRET_ENV)
     settings = Settings.from_env(config)
     assert settings.kafka_profile == "cluster"
-    assert settings.kafka_bootstrap_servers == "refund-ledger-kafka-bootstrap:9092"
-    assert (settings.topic_partitions, settings.topic_replication) == (12, 3)
     assert settings.web_host == settings.audit_api_host == "0.0.0.0"
     assert settings.shutdown_grace < 30, "SHUTDOWN_GRACE must end before terminationGracePeriodSeconds"
+    # The services reach the Kafka cluster of these manifests, on its one listener...
+    kafka = named(docs, "Kafka", KAFKA_CLUSTER)
+    [listener] = kafka["spec"]["kafka"]["listeners"]
+    assert settings.kafka_bootstrap_servers == f"{KAFKA_CLUSTER}-kafka-bootstrap:{listener['port']}"
+    # ...and declare topics as the KafkaTopics do (in case one is missing).
+    topics = of_kind(docs, "KafkaTopic")
+    assert {(t["spec"]["partitions"], t["spec"]["replicas"]) for t in topics} == \
+        {(settings.topic_partitions, settings.topic_replication)}
 
 
 def test_no_secret_is_defined_in_the_repository(docs, config):
-    secrets = [d for d in docs if d["kind"] == "Secret"]
+    secrets = of_kind(docs, "Secret")
     assert not [s for s in secrets if s.get("data") or s.get("stringData")], "a Secret with values"
-    assert not secrets, "refund-ledger-secrets is created outside the repository, only referenced"
+    assert not secrets, "Secrets come from CloudNativePG, Strimzi or outside the repository, only referenced"
     for key, value in config.items():
         assert not SECRET_LOOKING_NAME.search(key), f"ConfigMap key {key} looks secret"
         assert not CREDENTIALS_IN_URL.search(value), f"ConfigMap {key} holds credentials"
 
 
-def test_secrets_reach_pods_only_by_secret_key_ref(deployments):
+def test_secrets_reach_pods_only_by_secret_key_ref(deployments, docs):
+    assert named(docs, "Cluster", DATABASE_CLUSTER), "DATABASE_URL comes from this CloudNativePG cluster's Secret"
     for service, deployment in deployments.items():
         main = container(deployment)
         for source in main.get("envFrom", []):
@@ -249,17 +414,241 @@ def test_secrets_reach_pods_only_by_secret_key_ref(deployments):
             ref = env.get("valueFrom", {}).get("secretKeyRef")
             if ref is not None:
                 assert name in SECRET_ENV, f"{service}: {name} comes from a Secret but is not a secret setting"
-                assert ref == {"name": SECRET, "key": name}, f"{service}: {name} -> {ref}"
+                assert (ref["name"], ref["key"]) == SECRET_ENV[name], f"{service}: {name} -> {ref}"
                 from_secret.add(name)
         assert from_secret == SECRET_ENV_BY_SERVICE[service], service
 
 
-def test_the_audit_api_has_a_cluster_ip_service_on_its_pods(docs, deployments):
-    services = [d for d in docs if d["kind"] == "Service"]
-    assert [s["metadata"]["name"] for s in services] == ["refund-ledger-audit"]
-    [service] = services
-    audit = deployments["audit"]
-    assert service["spec"]["type"] == "ClusterIP"
-    assert service["spec"]["selector"] == audit["spec"]["selector"]["matchLabels"]
-    [port] = service["spec"]["ports"]
-    assert port["targetPort"] in {p["name"] for p in container(audit)["ports"]}
+# --- services and monitoring -------------------------------------------------------------------------
+
+
+def test_every_service_has_a_service_on_its_pods_and_only_audit_a_routable_one(docs, deployments):
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    assert set(services) == {f"refund-ledger-{service}" for service in SERVICES}
+    for service, deployment in deployments.items():
+        spec = services[f"refund-ledger-{service}"]["spec"]
+        assert spec["selector"] == deployment["spec"]["selector"]["matchLabels"], service
+        [port] = spec["ports"]
+        assert port["targetPort"] in {p["name"] for p in container(deployment)["ports"]}, service
+        if service == "audit":
+            assert spec["type"] == "ClusterIP" and spec.get("clusterIP") != "None"
+        else:
+            assert spec["clusterIP"] == "None", f"{service}: no traffic goes to a worker: headless, for metrics"
+
+
+def test_a_service_monitor_scrapes_every_service_on_its_metrics_port(docs):
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    monitors = of_kind(docs, "ServiceMonitor")
+    scraped = set()
+    for monitor in monitors:
+        matched = [s for s in services.values() if selects(monitor["spec"]["selector"], s["metadata"]["labels"])]
+        assert len(matched) == 1, f"{monitor['metadata']['name']} selects {[s['metadata']['name'] for s in matched]}"
+        [service] = matched
+        # The scrape job is named after the Service: alerts.yaml and the dashboard rely on it.
+        assert "jobLabel" not in monitor["spec"]
+        port_names = {p["name"] for p in service["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["port"] in port_names and endpoint.get("path", "/metrics") == "/metrics"
+        scraped.add(service["metadata"]["name"])
+    assert scraped == set(services)
+    jobs = set(re.findall(r'job="(refund-ledger-[a-z]+)"', ALERTS.read_text()))
+    assert jobs == scraped, "the alerts name the scrape jobs the ServiceMonitors create"
+
+
+def test_the_prometheus_rule_is_the_alert_rules_and_the_dashboard_is_provisioned(docs):
+    [rule] = of_kind(docs, "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"], \
+        "run `.venv/bin/python deploy/sync_k8s.py`"
+    [dashboard] = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    assert dashboard["data"] == {"refund-ledger.json": DASHBOARD.read_text()}, \
+        "run `.venv/bin/python deploy/sync_k8s.py`"
+
+
+# --- Kafka -------------------------------------------------------------------------------------------
+
+
+def test_the_kafka_topics_are_exactly_all_topics(docs, variant):
+    topics = of_kind(docs, "KafkaTopic")
+    names = [t["spec"].get("topicName", t["metadata"]["name"]) for t in topics]
+    assert sorted(names) == sorted(ALL_TOPICS), \
+        f"missing {set(ALL_TOPICS) - set(names)}, extra {set(names) - set(ALL_TOPICS)}"
+    expected = (12, 1, 1) if variant == "dev" else (12, 3, 2)
+    for topic in topics:
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == KAFKA_CLUSTER
+        spec = topic["spec"]
+        actual = (spec["partitions"], spec["replicas"], int(spec["config"]["min.insync.replicas"]))
+        assert actual == expected, f"{topic['metadata']['name']}: partitions, replicas, min ISR = {actual}"
+
+
+def test_the_kafka_cluster_can_hold_its_topics(docs):
+    kafka = named(docs, "Kafka", KAFKA_CLUSTER)
+    pools = [p for p in of_kind(docs, "KafkaNodePool")
+             if p["metadata"]["labels"]["strimzi.io/cluster"] == KAFKA_CLUSTER]
+    brokers = sum(p["spec"]["replicas"] for p in pools if "broker" in p["spec"]["roles"])
+    controllers = sum(p["spec"]["replicas"] for p in pools if "controller" in p["spec"]["roles"])
+    assert controllers % 2 == 1, "KRaft needs an odd number of controllers"
+    config = kafka["spec"]["kafka"]["config"]
+    assert config["auto.create.topics.enable"] is False
+    for topic in of_kind(docs, "KafkaTopic"):
+        replicas, min_isr = topic["spec"]["replicas"], int(topic["spec"]["config"]["min.insync.replicas"])
+        assert replicas <= brokers, f"{topic['metadata']['name']}: {replicas} replicas on {brokers} brokers"
+        assert min_isr < replicas or replicas == 1, f"{topic['metadata']['name']}: one broker down stops writes"
+
+
+@functools.cache
+def service_topics() -> dict[str, tuple[set[str], set[str], str]]:
+    """SERVICE -> (topics it reads, topics it writes, its consumer group), from the code."""
+    found = {}
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = Settings(kafka_bootstrap_servers="kafka:9093", data_dir=data_dir)
+        for service in SERVICES:
+            if service == "audit":
+                reads, writes = set(FOLLOWED_TOPICS), {"refund-decisions"}  # staff decisions (audit/service.py)
+            else:
+                spec = importlib.import_module(f"services.{service}.service").SPEC
+                reads, writes = set(spec.inbound_topics), set(spec.outbound_topics)
+            # The consumer group is the Faust app id.
+            found[service] = (reads, writes, create_faust_app(service, settings).conf.id)
+    return found
+
+
+def test_the_audit_service_really_publishes_refund_decisions():
+    source = inspect.getsource(importlib.import_module("services.audit.service"))
+    assert 'Record("refund-decisions"' in source
+
+
+def test_every_service_has_a_kafka_user_with_exactly_its_acls(docs, variant):
+    kafka = named(docs, "Kafka", KAFKA_CLUSTER)
+    users = {u["metadata"]["name"]: u for u in of_kind(docs, "KafkaUser")}
+    if "authorization" not in kafka["spec"]["kafka"]:
+        assert variant == "dev", "only dev runs Kafka without authorization"
+        assert not users, "KafkaUsers without authorization would give a false sense of ACLs"
+        return
+    assert kafka["spec"]["kafka"]["authorization"]["type"] == "simple"
+    [listener] = kafka["spec"]["kafka"]["listeners"]
+    assert listener["tls"] is True and listener["authentication"]["type"] == "scram-sha-512"
+    assert set(users) == {f"refund-ledger-{service}" for service in SERVICES}
+    topic_names = {t["spec"].get("topicName", t["metadata"]["name"]) for t in of_kind(docs, "KafkaTopic")}
+    for service, (reads, writes, group) in service_topics().items():
+        user = users[f"refund-ledger-{service}"]
+        assert user["metadata"]["labels"]["strimzi.io/cluster"] == KAFKA_CLUSTER
+        assert user["spec"]["authentication"]["type"] == listener["authentication"]["type"]
+        granted: dict[tuple[str, str], set[str]] = {}
+        for acl in user["spec"]["authorization"]["acls"]:
+            resource = acl["resource"]
+            assert resource.get("patternType", "literal") == "literal", f"{service}: no prefix or wildcard ACLs"
+            assert acl.get("type", "allow") == "allow" and acl.get("host", "*") == "*"
+            granted.setdefault((resource["type"], resource["name"]), set()).update(acl["operations"])
+        expected = {("topic", t): {"Read"} for t in reads} | {("group", group): {"Read"}}
+        for topic in writes:
+            expected.setdefault(("topic", topic), set()).add("Write")
+        assert granted == expected, f"{service}: ACLs differ from its SPEC\n granted  {granted}\n expected {expected}"
+        assert {name for kind, name in granted if kind == "topic"} <= topic_names, service
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------------
+
+
+def test_the_database_cluster_is_sized_for_the_replicas(docs, deployments, variant):
+    cluster = named(docs, "Cluster", DATABASE_CLUSTER)
+    assert cluster["spec"]["instances"] == (1 if variant == "dev" else 3)
+    max_connections = int(cluster["spec"]["postgresql"]["parameters"]["max_connections"])
+    autoscalers = {h["spec"]["scaleTargetRef"]["name"]: h for h in of_kind(docs, "HorizontalPodAutoscaler")}
+    replicas = 0
+    for deployment in deployments.values():
+        autoscaler = autoscalers.get(deployment["metadata"]["name"])
+        replicas += autoscaler["spec"]["maxReplicas"] if autoscaler else deployment["spec"]["replicas"]
+    assert replicas * CONNECTIONS_PER_REPLICA <= max_connections - 20, \
+        f"{replicas} replicas may open {replicas * CONNECTIONS_PER_REPLICA} connections, " \
+        f"max_connections={max_connections}"
+
+
+# --- network -----------------------------------------------------------------------------------------
+
+
+def _ingress_rules(docs, labels: dict[str, str]) -> tuple[bool, list[dict[str, Any]]]:
+    """Whether some policy isolates pods with ``labels`` for ingress, and every rule that admits traffic."""
+    isolated, rules = False, []
+    for policy in of_kind(docs, "NetworkPolicy"):
+        spec = policy["spec"]
+        if "Ingress" in spec.get("policyTypes", ["Ingress"]) and selects(spec["podSelector"], labels):
+            isolated = True
+            rules.extend(spec.get("ingress", []))
+    return isolated, rules
+
+
+def _outside_peers(rule: dict[str, Any]) -> list[dict[str, Any] | None]:
+    """The peers of a rule that lie outside the namespace (None: anyone, anywhere)."""
+    if not rule.get("from"):
+        return [None]
+    return [peer for peer in rule["from"] if "namespaceSelector" in peer or "ipBlock" in peer]
+
+
+def test_only_the_audit_service_accepts_traffic_from_outside_the_namespace(docs, deployments):
+    for service, deployment in deployments.items():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        isolated, rules = _ingress_rules(docs, labels)
+        assert isolated, f"{service}: no NetworkPolicy isolates its pods, so anything may connect"
+        ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+        for rule in rules:
+            rule_ports = {p["port"] for p in rule.get("ports", [])}
+            assert rule_ports, f"{service}: a rule open on every port"
+            assert rule_ports <= set(ports) | set(ports.values()), f"{service}: rule on ports it does not serve"
+            for peer in _outside_peers(rule):
+                if service == "audit":
+                    continue
+                assert peer is not None and "ipBlock" not in peer, f"{service}: reachable from anywhere: {rule}"
+                namespace = peer["namespaceSelector"].get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                assert namespace == "monitoring" and peer.get("podSelector", {}).get("matchLabels"), \
+                    f"{service}: reachable from outside the namespace: {peer}"
+                assert rule_ports == {"http-metrics"}, f"{service}: Prometheus may reach more than /metrics"
+    _, audit_rules = _ingress_rules(docs, deployments["audit"]["spec"]["template"]["metadata"]["labels"])
+    assert any(None in _outside_peers(r) and {p["port"] for p in r["ports"]} == {"http"} for r in audit_rules), \
+        "the audit API must be reachable from outside the namespace on its http port"
+
+
+def test_the_backing_services_accept_only_this_namespace_and_their_operators(docs):
+    kafka = named(docs, "Kafka", KAFKA_CLUSTER)
+    for listener in kafka["spec"]["kafka"]["listeners"]:
+        peers = listener.get("networkPolicyPeers")
+        assert peers, f"listener {listener['name']}: Strimzi would allow every pod of the cluster"
+        for peer in peers:
+            assert set(peer) == {"podSelector"}, f"listener {listener['name']}: peers outside the namespace"
+            assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "refund-ledger"}
+    database_pods = {"cnpg.io/cluster": DATABASE_CLUSTER}
+    isolated, rules = _ingress_rules(docs, database_pods)
+    assert isolated, "no NetworkPolicy isolates the database pods"
+    for rule in rules:
+        for peer in _outside_peers(rule):
+            assert peer is not None and "ipBlock" not in peer, f"database reachable from anywhere: {rule}"
+            namespace = peer["namespaceSelector"].get("matchLabels", {}).get("kubernetes.io/metadata.name")
+            assert namespace in TRUSTED_NAMESPACES and peer.get("podSelector", {}).get("matchLabels"), peer
+
+
+# --- scaling -----------------------------------------------------------------------------------------
+
+
+def test_prod_autoscales_and_protects_every_consuming_service(docs, deployments, variant):
+    autoscalers = {h["spec"]["scaleTargetRef"]["name"]: h for h in of_kind(docs, "HorizontalPodAutoscaler")}
+    budgets = of_kind(docs, "PodDisruptionBudget")
+    if variant != "prod":
+        assert not autoscalers and not budgets
+        assert all(d["spec"]["replicas"] == 1 for d in deployments.values())
+        return
+    partitions = min(t["spec"]["partitions"] for t in of_kind(docs, "KafkaTopic"))
+    assert len(autoscalers) == len(budgets) == len(deployments)
+    for service, deployment in deployments.items():
+        name = deployment["metadata"]["name"]
+        autoscaler = autoscalers[name]["spec"]
+        assert autoscaler["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert 2 <= autoscaler["minReplicas"] == deployment["spec"]["replicas"], \
+            f"{service}: replicas must equal minReplicas (at least 2)"
+        assert autoscaler["maxReplicas"] <= partitions, f"{service}: more consumers than partitions sit idle"
+        assert autoscaler["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300, \
+            f"{service}: every scale step rebalances the consumer group"
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        [budget] = [b for b in budgets if selects(b["spec"]["selector"], pod_labels)]
+        assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+        assert budget["spec"].get("maxUnavailable") == 1, service
+        resources = container(deployment)["resources"]
+        assert resources["requests"]["cpu"], f"{service}: the CPU autoscaler needs a CPU request"
