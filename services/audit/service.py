@@ -127,7 +127,7 @@ def build_worker(settings: Settings) -> tuple[faust.App, AuditRuntime]:
 
     @app.task
     async def start_read_model() -> None:
-        await ensure_topics(settings)
+        await ensure_topics(settings, (*FOLLOWED_TOPICS, "refund-decisions"))
         await runtime.start()
 
     @app.timer(interval=GAUGE_INTERVAL)

@@ -7,10 +7,12 @@ import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 
 from services.kit.settings import Settings
 from services.kit.topics import ALL_TOPICS
@@ -30,8 +32,7 @@ class Record:
 
 async def ensure_topics(settings: Settings, names: Iterable[str] = ALL_TOPICS) -> None:
     """Create the project's topics with their partition count if they are missing."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -44,6 +45,20 @@ async def ensure_topics(settings: Settings, names: Iterable[str] = ALL_TOPICS) -
         await admin.close()
 
 
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection security for every aiokafka client (TLS, SASL/SCRAM) from the settings."""
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap_servers, "security_protocol": protocol}
+    if protocol in {"SSL", "SASL_SSL"}:
+        options["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile or None)
+    if protocol.startswith("SASL"):
+        settings.require("kafka_sasl_username", "kafka_sasl_password")
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism,
+                       sasl_plain_username=settings.kafka_sasl_username,
+                       sasl_plain_password=settings.kafka_sasl_password)
+    return options
+
+
 class Publisher:
     """An aiokafka producer that publishes a batch and waits for every ack."""
 
@@ -53,7 +68,7 @@ class Publisher:
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            **client_options(self._settings),
             acks="all",
             enable_idempotence=self._settings.kafka_idempotent_producer,
             linger_ms=5,

@@ -29,7 +29,7 @@ from services.kit import logs, metrics
 from services.kit.envelope import RawMessage, SchemaRegistry, resolve_schemas_dir
 from services.kit.executor import BlockingExecutor
 from services.kit.ingress import BatchOutcome, Handler, Ingress, TimerHandler
-from services.kit.kafka import Publisher, ensure_topics
+from services.kit.kafka import Publisher, client_options, ensure_topics
 from services.kit.outbox import OutboxRelay, Translate
 from services.kit.settings import Settings
 from services.kit.store import LedgerApplication
@@ -41,6 +41,17 @@ TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.Pool
              es_persistence.OperationalError, es_persistence.InterfaceError, OSError)
 
 
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust's view of the Kafka security settings (the same as the kit's aiokafka clients)."""
+    options = client_options(settings)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=options["sasl_plain_username"], password=options["sasl_plain_password"],
+                                     mechanism=options["sasl_mechanism"], ssl_context=options.get("ssl_context"))
+    if settings.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    return None
+
+
 def create_faust_app(service: str, settings: Settings) -> faust.App:
     """The Faust app factory: every broker and web setting comes from ``settings``."""
     settings.require("kafka_bootstrap_servers")
@@ -48,6 +59,7 @@ def create_faust_app(service: str, settings: Settings) -> faust.App:
     return faust.App(
         f"{settings.topic_prefix}refund-ledger-{service}",
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(settings),
         store="memory://",
         autodiscover=False,
         datadir=datadir,
@@ -225,7 +237,7 @@ def build_worker(spec: ServiceSpec, settings: Settings) -> tuple[faust.App, Ledg
 
     @app.task
     async def declare_topics() -> None:
-        await ensure_topics(settings)
+        await ensure_topics(settings, (*spec.inbound_topics, *spec.outbound_topics))  # its own: ACLs allow no more
 
     serve_asgi(app, operational_app(spec.name, runtime.health), host=settings.web_host,
                port=settings.web_port, log_level="warning")

@@ -42,6 +42,17 @@ def _number(env: Mapping[str, str], key: str, default: float, cast=float):
         raise SettingsError(f"{key}={raw!r} is not a number") from None
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(key, default).strip().upper() or default
+    if value not in allowed:
+        raise SettingsError(f"{key}={value!r}: use one of {', '.join(allowed)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a refund-ledger process can be configured with.
@@ -58,6 +69,11 @@ class Settings:
     # Kafka client behaviour. "embedded" = the short timings Tansu needs.
     kafka_profile: str = "cluster"           # KAFKA_PROFILE: cluster | embedded
     kafka_idempotent_producer: bool = True   # KAFKA_IDEMPOTENT_PRODUCER (Tansu refuses it)
+    kafka_security_protocol: str = "PLAINTEXT"  # KAFKA_SECURITY_PROTOCOL: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # KAFKA_SASL_MECHANISM: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    kafka_sasl_username: str = ""            # KAFKA_SASL_USERNAME (e.g. the service's KafkaUser)
+    kafka_sasl_password: str = ""            # KAFKA_SASL_PASSWORD (from a Secret, never in the repository)
+    kafka_ssl_cafile: str = ""               # KAFKA_SSL_CAFILE: the cluster CA for TLS listeners
     kafka_rebalance_timeout: float = 60.0    # KAFKA_REBALANCE_TIMEOUT seconds
     kafka_session_timeout: float = 60.0      # KAFKA_SESSION_TIMEOUT seconds
     kafka_heartbeat_interval: float = 3.0    # KAFKA_HEARTBEAT_INTERVAL seconds
@@ -101,6 +117,11 @@ class Settings:
             topic_replication=_number(env, "TOPIC_REPLICATION", 1 if embedded else 3, int),
             kafka_profile=profile,
             kafka_idempotent_producer=_flag(env, "KAFKA_IDEMPOTENT_PRODUCER", not embedded),
+            kafka_security_protocol=_choice(env, "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", SECURITY_PROTOCOLS),
+            kafka_sasl_mechanism=_choice(env, "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", SASL_MECHANISMS),
+            kafka_sasl_username=env.get("KAFKA_SASL_USERNAME", ""),
+            kafka_sasl_password=env.get("KAFKA_SASL_PASSWORD", ""),
+            kafka_ssl_cafile=env.get("KAFKA_SSL_CAFILE", ""),
             kafka_rebalance_timeout=_number(env, "KAFKA_REBALANCE_TIMEOUT", 5.0 if embedded else 60.0),
             kafka_session_timeout=_number(env, "KAFKA_SESSION_TIMEOUT", 10.0 if embedded else 60.0),
             kafka_heartbeat_interval=_number(env, "KAFKA_HEARTBEAT_INTERVAL", 1.0 if embedded else 3.0),

@@ -1,7 +1,12 @@
 """Settings read from an environment mapping: profiles, defaults, errors that name their keys."""
 
+import ssl
+
+import faust
 import pytest
 
+from services.kit.kafka import client_options
+from services.kit.runtime import broker_credentials
 from services.kit.settings import Settings, SettingsError
 
 CLUSTER = {"KAFKA_BOOTSTRAP_SERVERS": "kafka-0.kafka:9092,kafka-1.kafka:9092"}
@@ -123,3 +128,33 @@ def test_postgres_env_rejects_a_url_that_is_not_postgres():
 def test_postgres_env_without_a_database_url_names_the_key():
     with pytest.raises(SettingsError, match=r"missing settings: DATABASE_URL"):
         Settings.from_env({}).postgres_env("payments")
+
+
+def test_kafka_connections_are_plaintext_unless_configured():
+    options = client_options(Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:9092"}))
+    assert options == {"bootstrap_servers": "k:9092", "security_protocol": "PLAINTEXT"}
+    assert broker_credentials(Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:9092"})) is None
+
+
+def test_sasl_scram_over_tls_reaches_every_kafka_client():
+    settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:9093", "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+                                  "KAFKA_SASL_USERNAME": "refund-ledger-refunds", "KAFKA_SASL_PASSWORD": "s3cret-x"})
+    options = client_options(settings)
+    assert options["security_protocol"] == "SASL_SSL" and options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("refund-ledger-refunds", "s3cret-x")
+    assert isinstance(options["ssl_context"], ssl.SSLContext)
+    credentials = broker_credentials(settings)
+    assert isinstance(credentials, faust.SASLCredentials) and credentials.username == "refund-ledger-refunds"
+
+
+def test_sasl_without_credentials_names_both_missing_settings():
+    settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:9093", "KAFKA_SECURITY_PROTOCOL": "SASL_SSL"})
+    with pytest.raises(SettingsError) as caught:
+        client_options(settings)
+    assert "KAFKA_SASL_USERNAME" in str(caught.value) and "KAFKA_SASL_PASSWORD" in str(caught.value)
+
+
+@pytest.mark.parametrize(("key", "value"), [("KAFKA_SECURITY_PROTOCOL", "TLS"), ("KAFKA_SASL_MECHANISM", "GSSAPI")])
+def test_an_unknown_kafka_security_setting_is_refused_by_name(key, value):
+    with pytest.raises(SettingsError, match=key):
+        Settings.from_env({key: value})
