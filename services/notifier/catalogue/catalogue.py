@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -146,9 +146,9 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _text_parts(entry: Mapping[str, Any]) -> dict[str, str]:
+def _text_parts(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The texts of one message in one language, by part: sms, console, email.subject, email.body."""
-    parts: dict[str, str] = {}
+    parts: dict[str, Any] = {}  # unchecked values: the checker reports anything not a text
     for name in ("sms", "console"):
         if name in entry:
             parts[name] = entry[name]
@@ -302,9 +302,14 @@ class _Checker:
             self.add(f"{where} has characters outside GSM-7 {bad}: every SMS would go as UCS-2")
 
     def _check_language(self, code: str, lang: Mapping[str, Any], faq_keys: list[str]) -> None:
-        script = lang.get("script")
+        script = str(lang.get("script"))
         if lang.get("language") != code or script not in SCRIPTS:
             self.add(f"{code}.json must say language {code!r} and a script among {SCRIPTS}")
+        self._check_formats(code, lang)
+        self._check_message_texts(code, script, lang.get("messages") or {})
+        self._check_faq_texts(code, script, lang.get("faq") or {}, faq_keys)
+
+    def _check_formats(self, code: str, lang: Mapping[str, Any]) -> None:
         formats = lang.get("formats") or {}
         for name, fields in FORMAT_FIELDS.items():
             found = _identifiers(formats[name]) if isinstance(formats.get(name), str) else None
@@ -315,6 +320,18 @@ class _Checker:
                 self.add(f"{code} {months} must name 12 months")
         if set(lang.get("names") or {}) != set(NAMED_KINDS):
             self.add(f"{code} names must cover exactly the kinds {list(NAMED_KINDS)}")
+        script = str(lang.get("script"))
+        words = [(f"{code} {kind} name of {c}", n) for kind, names in (lang.get("names") or {}).items()
+                 for c, n in names.items()]
+        words += [(f"{code} {months} {n}", n) for months in ("gregorian_months", "hijri_months")
+                  for n in _as_list(lang.get(months))]
+        for where, word in words:
+            if not isinstance(word, str) or not word:
+                self.add(f"{where} is missing")
+            elif script == "Arab" and not _ARABIC_LETTER.search(word):
+                self.add(f"{where} ({word!r}) has no Arabic letter: is it translated?")
+            elif script == "Latn" and _ARABIC_LETTER.search(word):
+                self.add(f"{where} ({word!r}) contains Arabic letters")
         if not isinstance((lang.get("fallbacks") or {}).get("bank"), str):
             self.add(f"{code} fallbacks.bank (a bank the IBAN does not name) is missing")
         constants = set(self.constants)
@@ -322,7 +339,9 @@ class _Checker:
         for audience in AUDIENCES:
             paragraphs = _as_list(footers.get(audience))
             self._template(f"{code} email footer for {audience}", "\n\n".join(map(str, paragraphs)), constants)
-        texts = lang.get("messages") or {}
+
+    def _check_message_texts(self, code: str, script: str, texts: Mapping[str, Any]) -> None:
+        constants = set(self.constants)
         for key in sorted(self.messages.keys() - texts.keys()):
             self.add(f"message {key!r} has no {code} text")
         for key in sorted(texts.keys() - self.messages.keys()):
@@ -340,19 +359,21 @@ class _Checker:
                 if part.startswith("email."):
                     email_uses |= used
                 if isinstance(text, str):
-                    self._script(where, str(script), text, sms=part == "sms")
+                    self._script(where, script, text, sms=part == "sms")
                     if part in ("sms", "console", "email.subject") and "\n" in text:
                         self.add(f"{where} must be one line")
             for name in sorted(declared - email_uses):
                 self.add(f"{code} {key} email does not use declared placeholder ${{{name}}}")
-        faq = lang.get("faq") or {}
+
+    def _check_faq_texts(self, code: str, script: str, faq: Mapping[str, Any], faq_keys: list[str]) -> None:
+        constants = set(self.constants)
         if set(faq) != set(faq_keys):
             self.add(f"{code} FAQ keys {sorted(faq)} differ from the catalogue's {sorted(faq_keys)}")
         for key, entry in faq.items():
             for part in ("question", "answer"):
                 self._template(f"{code} {key} {part}", entry.get(part), constants)
                 if isinstance(entry.get(part), str):
-                    self._script(f"{code} {key} {part}", str(script), entry[part])
+                    self._script(f"{code} {key} {part}", script, entry[part])
 
     def _check_across_languages(self, faq_keys: list[str]) -> None:
         langs = [c for c in self.languages if c in self.texts]
@@ -505,8 +526,8 @@ class Catalogue:
             templates = {"subject": parts["email.subject"], "body": parts["email.body"]}
         else:
             raise ValueError(f"unknown channel {channel!r}; channels: {CHANNELS}")
-        needed = {name for t in templates.values() for name in t.get_identifiers()} - self.constants.keys()
-        values = {name: self._value(message, name, lang, facts) for name in needed}
+        used = {name for t in templates.values() for name in t.get_identifiers()}
+        values = {name: self._value(message, name, lang, facts) for name in message.placeholders if name in used}
         values.update(self.constants)
         subject = templates["subject"].substitute(values) if "subject" in templates else None
         body = templates["body"].substitute(values)
@@ -601,30 +622,27 @@ class Catalogue:
         return self._format(kind, facts[source], lang, message.audience)
 
     def _format(self, kind: str, value: Any, lang: _Language, audience: str) -> str:
-        if kind == "amount":
-            return lang.formats["amount"].substitute(value=fmt.sar(value))
-        if kind in ("datetime", "date"):
-            moment = fmt.riyadh_time(value)
-            day = self._date(moment, lang, audience)
-            if kind == "date":
-                return day
-            name = "citizen_datetime" if audience == "citizen" else "agency_datetime"
-            return lang.formats[name].substitute(date=day, iso_date=moment.date().isoformat(),
-                                                 time=moment.strftime("%H:%M"))
-        if kind == "iban":
-            return fmt.mask_iban(str(value))
-        if kind == "bank":
-            return bank_name(str(value), lang.code) or lang.fallback_bank
-        if kind == "person_id":
-            return fmt.mask_person_id(str(value))
-        if kind == "case_reference":
-            return fmt.mask_case_reference(str(value))
-        if kind == "reference":
-            return str(value)
         if kind in NAMED_KINDS:
             code = NO_STATE if value is None else str(value)
             return lang.names[kind].get(code, code)
-        raise ValueError(f"unknown kind {kind!r}; kinds: {sorted(KINDS)}")
+        if kind == "amount":
+            return lang.formats["amount"].substitute(value=fmt.sar(value))
+        if kind in ("datetime", "date"):
+            return self._time(kind, value, lang, audience)
+        try:
+            plain = _PLAIN[kind]
+        except KeyError:
+            raise ValueError(f"unknown kind {kind!r}; kinds: {sorted(KINDS)}") from None
+        return plain(str(value), lang)
+
+    def _time(self, kind: str, value: Any, lang: _Language, audience: str) -> str:
+        moment = fmt.riyadh_time(value)
+        day = self._date(moment, lang, audience)
+        if kind == "date":
+            return day
+        name = "citizen_datetime" if audience == "citizen" else "agency_datetime"
+        return lang.formats[name].substitute(date=day, iso_date=moment.date().isoformat(),
+                                             time=moment.strftime("%H:%M"))
 
     @staticmethod
     def _date(moment: datetime, lang: _Language, audience: str) -> str:
@@ -638,6 +656,16 @@ class Catalogue:
             return lang.formats["citizen_date_gregorian"].substitute(gregorian)
         return lang.formats["citizen_date"].substitute(
             gregorian, hijri_year=hijri[0], hijri_month=lang.hijri_months[hijri[1] - 1], hijri_day=hijri[2])
+
+
+#: Kinds shown without words from the language file (masked or as they are); the bank's name is per language.
+_PLAIN: dict[str, Callable[[str, _Language], str]] = {
+    "iban": lambda value, _: fmt.mask_iban(value),
+    "person_id": lambda value, _: fmt.mask_person_id(value),
+    "case_reference": lambda value, _: fmt.mask_case_reference(value),
+    "reference": lambda value, _: value,
+    "bank": lambda value, lang: bank_name(value, lang.code) or lang.fallback_bank,
+}
 
 
 def _best(rules: Iterable[_Rule], data: Mapping[str, Any]) -> _Rule | None:

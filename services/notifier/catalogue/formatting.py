@@ -71,7 +71,9 @@ def mask_person_id(person_id: str) -> str:
 
 
 def mask_case_reference(reference: str) -> str:
-    """A case reference a citizen can quote; a visa refund's carries the sponsor's ID, which is masked."""
+    """A case reference a citizen can quote. Visa refund ids are opaque (``V-1F64B4C815EB50E2``) and show
+    as they are; one in the older ``V-<sponsor>-<export>-<serial>`` form would disclose the sponsor's ID,
+    so that part is masked."""
     found = _VISA_REFUND_ID.match(reference)
     return f"V-{mask_person_id(found[1])}-{found[2]}" if found else reference
 
