@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from services.kit.auth import InvalidToken, Principal, verify_token
+from services.kit.catalogue import Catalogue
 from services.kit.iban import bank_name, mask
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,13 @@ class BalanceLine(BaseModel):
     refunded: int
     available: int
     updated_at: str
+
+
+class FaqItem(BaseModel):
+    key: str
+    question: dict[str, str]
+    answer: dict[str, str]
+    related: list[str]
 
 
 class Balances(BaseModel):
@@ -180,6 +188,12 @@ def create_router(pool: Pool, secret: str) -> APIRouter:
             acknowledged_at=local(row["acknowledged_at"]), refund_state=row["refund_state"],
             refunded_at=local(row["refunded_at"]), timeline=_timeline(events),
         )
+
+    @router.get("/faq", response_model=list[FaqItem], tags=["help"])
+    async def faq(principal: Annotated[Principal, Depends(reader)]) -> list[FaqItem]:
+        """Questions citizens ask and the approved answers (Arabic and English), from the message catalogue."""
+        return [FaqItem(key=e.key, question=dict(e.question), answer=dict(e.answer), related=list(e.related))
+                for e in Catalogue.load().faq()]
 
     @router.get("/beneficiaries/{beneficiary_id}/balances", response_model=Balances, tags=["balances"])
     async def beneficiary_balances(

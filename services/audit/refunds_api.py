@@ -9,6 +9,7 @@ a fixed SQL fragment with a bound parameter, never text built from input.
 import base64
 import binascii
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,9 +22,12 @@ from pydantic import BaseModel, Field
 from services.audit.api import ID_PATTERN, Pool, _pii, _timeline, case_with_timeline, local, require
 from services.kit.auth import Principal
 from services.kit.calendar import BusinessCalendar
+from services.kit.catalogue import Catalogue
 from services.kit.iban import bank_name
 from services.kit.identity import PERSON_FIELDS
 from services.kit.rules import Rules
+
+log = logging.getLogger(__name__)
 
 READ_ROLES = frozenset({"auditor", "agent", "jawazat", "mofa", "admin"})
 STATES = ("AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW", "ORDERED", "REJECTED", "COMPLETED", "FAILED")
@@ -65,6 +69,8 @@ class RefundPage(BaseModel):
 
 
 class RefundCaseView(RefundSummary):
+    tell_the_citizen: dict[str, str] | None = Field(
+        description="What to tell the citizen, by language (Arabic first): the approved catalogue's words.")
     time_by_agency: dict[str, float] = Field(
         description="Hours the case spent with each agency (who held it), so a breach is charged to its cause.")
     route_owner: str
@@ -114,6 +120,23 @@ class DecisionAccepted(BaseModel):
 HOLDER_BEFORE_ORDER = {"BANK": "MOF", "AUTOMATIC": "MUSANED", "MOFA": "MUSANED", "JAWAZAT": "JAWAZAT",
                        "MANUAL_REVIEW": "MOFA"}
 HOLDER_AFTER_ORDER = {"MOFA": "MOFA"}  # MoFA pays its refunds; every other route's order is the bank's
+
+
+def citizen_line(row: asyncpg.Record, now: datetime) -> dict[str, str] | None:
+    """The catalogue's line for this case in every language; None if the catalogue has none."""
+    catalogue = Catalogue.load()
+    facts = {**{k: row[k] for k in ("refund_id", "amount", "iban", "deadline", "requested_at", "ordered_at",
+                                    "completed_at", "failed_at", "bank_reference", "agency", "service_code",
+                                    "beneficiary_id", "channel", "route", "state")},
+             "rejected_at": row["decided_at"], "rule": row["rejection_rule"],
+             "owner": next_owner(row["state"], row["route"]) or row["route_owner"]}
+    overdue = row["state"] in OPEN_STATES and now > row["deadline"]
+    try:
+        return {language: catalogue.tell_the_citizen(row["state"], row["route"], language, facts, overdue=overdue)
+                for language in catalogue.languages}
+    except (LookupError, ValueError) as error:  # a state the catalogue has no words for: say nothing wrong
+        log.warning("no citizen line for refund %s: %s", row["refund_id"], error)
+        return None
 
 
 def time_by_agency(row: asyncpg.Record, now: datetime) -> dict[str, float]:
@@ -280,7 +303,8 @@ def create_refunds_router(
         reference = row["reference"] if isinstance(row["reference"], dict) else json.loads(row["reference"])
         now = clock()
         return RefundCaseView(
-            **summary(row, principal, calendar, now), time_by_agency=time_by_agency(row, now),
+            **summary(row, principal, calendar, now), tell_the_citizen=citizen_line(row, now),
+            time_by_agency=time_by_agency(row, now),
             route_owner=row["route_owner"],
             rules_version=row["rules_version"], third_party_payer=row["third_party_payer"],
             reference={k: _pii(str(v), principal) if k in PERSON_FIELDS else str(v) for k, v in reference.items()},

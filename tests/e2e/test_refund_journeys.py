@@ -91,6 +91,9 @@ def test_a_bank_refund_is_held_ordered_paid_and_shown_with_its_audit_facts(journ
     done = wait_for(lambda: case(request_id, "COMPLETED"), 60, "the completed refund in the audit API")
     assert (done["route"], done["channel"], done["bank_reference"]) == ("BANK", "BANK", "BR-1")
     assert done["sla"]["status"] == "MET" and done["completed_at"].endswith("+03:00")
+    assert "BR-1" in done["tell_the_citizen"]["en"] and "BR-1" in done["tell_the_citizen"]["ar"]
+    status, faq = audit.get("/api/v1/faq", token)
+    assert status == 200 and faq and all(item["question"]["ar"] and item["answer"]["en"] for item in faq)
     assert [e["type"] for e in done["timeline"]][:1] == ["ledger.refund.requested"]
     assert {"ledger.refund.ordered", "ledger.refund.completed"} <= {e["type"] for e in done["timeline"]}
     refused = wait_for(lambda: case(wrong_id, "REJECTED"), 60, "the refused refund")

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from hijridate import Gregorian
 
-from services.kit.rules import load_rules
-from services.notifier.catalogue import (
+from services.kit.catalogue import (
     CHANNELS,
     Catalogue,
     CatalogueError,
@@ -26,6 +25,7 @@ from services.notifier.catalogue import (
     read_data,
     sms_segments,
 )
+from services.kit.rules import load_rules
 from services.refunds.application import DECLINED_RULES
 from services.refunds.domain import visa_refund_id
 

@@ -7,7 +7,7 @@
     entries = catalogue.faq()
 """
 
-from services.notifier.catalogue.catalogue import (
+from services.kit.catalogue.catalogue import (
     AUDIENCES,
     CHANNELS,
     KINDS,
@@ -21,7 +21,7 @@ from services.notifier.catalogue.catalogue import (
     When,
     read_data,
 )
-from services.notifier.catalogue.formatting import is_gsm7, sms_segments
+from services.kit.catalogue.formatting import is_gsm7, sms_segments
 
 __all__ = [
     "AUDIENCES",

@@ -24,10 +24,10 @@ from string import Template
 from types import MappingProxyType
 from typing import Any
 
+from services.kit.catalogue import formatting as fmt
 from services.kit.iban import bank_name
-from services.notifier.catalogue import formatting as fmt
 
-PACKAGE = "services.notifier.catalogue"
+PACKAGE = "services.kit.catalogue"
 AUDIENCES = ("citizen", "agency")
 CHANNELS = ("sms", "email", "console")
 #: Kinds whose value is a code shown by its name in the reader's language (unknown codes show as they are).
