@@ -7,10 +7,12 @@ each rendered with ``kubectl kustomize`` and validated object by object, offline
   made strict (an unknown field fails);
 - any other kind fails.
 
-Then what no schema sees: probes, pod security, resources, secrets handling, the services it
-runs, the Kafka topics (= services/kit/topics.py ALL_TOPICS) and the ACLs of every KafkaUser
-(= the topics in the services' SPECs), the network policies, the autoscalers and disruption
-budgets of prod, and the generated copies of the alert rules and the dashboard.
+Then what no schema sees: probes, pod security, resources, secrets handling (only Secrets that
+exist in the variant), the services it runs, the Kafka topics (= services/kit/topics.py
+ALL_TOPICS), the ACLs of every KafkaUser (= the topics in the services' SPECs) and how each pod
+logs in to Kafka (SASL_SSL as its KafkaUser with the cluster CA; PLAINTEXT in dev), the network
+policies, the autoscalers and disruption budgets of prod, and the generated copies of the alert
+rules and the dashboard.
 """
 
 from __future__ import annotations
@@ -52,14 +54,22 @@ SECRET = "refund-ledger-secrets"
 DATABASE_CLUSTER = "refund-ledger-db"
 KAFKA_CLUSTER = "refund-ledger"
 IMAGE = "refund-ledger"
-#: Environment variables that may only come from a Secret, by secretKeyRef: variable -> (Secret, key).
+KAFKA_CA_SECRET = f"{KAFKA_CLUSTER}-cluster-ca-cert"
+#: Environment variables that may only come from a Secret, by secretKeyRef: variable -> (Secret, key);
+#: ``{service}`` in a Secret name stands for the service the pod runs.
 SECRET_ENV = {
     "DATABASE_URL": (f"{DATABASE_CLUSTER}-app", "uri"),   # written by CloudNativePG for the owner role
     "AUDIT_API_SECRET": (SECRET, "AUDIT_API_SECRET"),     # created outside the repository
+    "KAFKA_SASL_PASSWORD": ("refund-ledger-{service}", "password"),  # written by Strimzi for its KafkaUser
 }
-SECRET_ENV_BY_SERVICE = {service: {"DATABASE_URL"} for service in SERVICES} | {
-    "audit": {"DATABASE_URL", "AUDIT_API_SECRET"},
+#: The variables each service gets from Secrets in base and prod...
+SECRET_ENV_BY_SERVICE = {service: {"DATABASE_URL", "KAFKA_SASL_PASSWORD"} for service in SERVICES} | {
+    "audit": {"DATABASE_URL", "KAFKA_SASL_PASSWORD", "AUDIT_API_SECRET"},
 }
+#: ...except these, by variant: dev's Kafka has no authentication, so no KafkaUsers and no passwords.
+SECRET_ENV_NOT_IN = {"dev": {"KAFKA_SASL_PASSWORD"}}
+#: Secrets no manifest here makes (deploy/k8s/README.md "Prerequisites"): name -> the keys they hold.
+EXTERNAL_SECRETS = {SECRET: {"AUDIT_API_SECRET"}}
 SECRET_LOOKING_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN(?!_TTL)|CREDENTIAL|PRIVATE|API_?KEY|DATABASE_URL", re.I)
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 COMMON_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of")
@@ -397,7 +407,7 @@ def test_no_secret_is_defined_in_the_repository(docs, config):
         assert not CREDENTIALS_IN_URL.search(value), f"ConfigMap {key} holds credentials"
 
 
-def test_secrets_reach_pods_only_by_secret_key_ref(deployments, docs):
+def test_secrets_reach_pods_only_by_secret_key_ref(deployments, docs, variant):
     assert named(docs, "Cluster", DATABASE_CLUSTER), "DATABASE_URL comes from this CloudNativePG cluster's Secret"
     for service, deployment in deployments.items():
         main = container(deployment)
@@ -414,9 +424,61 @@ def test_secrets_reach_pods_only_by_secret_key_ref(deployments, docs):
             ref = env.get("valueFrom", {}).get("secretKeyRef")
             if ref is not None:
                 assert name in SECRET_ENV, f"{service}: {name} comes from a Secret but is not a secret setting"
-                assert (ref["name"], ref["key"]) == SECRET_ENV[name], f"{service}: {name} -> {ref}"
+                secret, key = SECRET_ENV[name]
+                assert (ref["name"], ref["key"]) == (secret.format(service=service), key), f"{service}: {name} -> {ref}"
                 from_secret.add(name)
-        assert from_secret == SECRET_ENV_BY_SERVICE[service], service
+        assert from_secret == SECRET_ENV_BY_SERVICE[service] - SECRET_ENV_NOT_IN.get(variant, set()), service
+
+
+def provided_secrets(docs) -> dict[str, set[str]]:
+    """Every Secret a pod of these manifests may count on -> the keys it holds: the external ones
+    and those the operators write for the objects rendered here."""
+    provided = {name: set(keys) for name, keys in EXTERNAL_SECRETS.items()}
+    for cluster in of_kind(docs, "Cluster"):  # CloudNativePG: the owner role of bootstrap.initdb
+        assert "initdb" in cluster["spec"]["bootstrap"], "only initdb makes CloudNativePG write the -app Secret"
+        provided[f"{cluster['metadata']['name']}-app"] = {"username", "password", "host", "port", "dbname", "uri",
+                                                          "jdbc-uri", "pgpass"}
+    for kafka in of_kind(docs, "Kafka"):      # Strimzi: the cluster CA, for every cluster (TLS or not)
+        provided[f"{kafka['metadata']['name']}-cluster-ca-cert"] = {"ca.crt", "ca.p12", "ca.password"}
+    for user in of_kind(docs, "KafkaUser"):   # Strimzi's User Operator: the SCRAM credentials
+        assert user["spec"]["authentication"]["type"] == "scram-sha-512", user["metadata"]["name"]
+        provided[user["metadata"]["name"]] = {"password", "sasl.jaas.config"}
+    return provided
+
+
+def secret_references(deployment: dict[str, Any]) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """(Secret, key or None for every key, the reference) for each way the pod uses a Secret."""
+    pod = deployment["spec"]["template"]["spec"]
+    found = [(s["name"], None, s) for s in pod.get("imagePullSecrets", [])]
+    for main in pod["containers"] + pod.get("initContainers", []):
+        for source in main.get("envFrom", []):
+            if "secretRef" in source:
+                found.append((source["secretRef"]["name"], None, source["secretRef"]))
+        for env in main.get("env", []):
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref is not None:
+                found.append((ref["name"], ref["key"], ref))
+    for volume in pod.get("volumes", []):
+        if "secret" in volume:
+            sources = [{"name": volume["secret"]["secretName"], **volume["secret"]}]
+        else:
+            sources = [s["secret"] for s in volume.get("projected", {}).get("sources", []) if "secret" in s]
+        for source in sources:
+            keys = [item["key"] for item in source.get("items", [])] or [None]
+            found.extend((source["name"], key, source) for key in keys)
+    return found
+
+
+def test_pods_reference_only_secrets_that_exist_and_never_optionally(deployments, docs, variant):
+    """A pod of a variant uses only Secrets that variant has someone write (e.g. no KafkaUser
+    Secret in dev, which has no KafkaUsers), and no reference is optional: a missing Secret keeps
+    the pod from starting instead of starting it without credentials."""
+    provided = provided_secrets(docs)
+    for service, deployment in deployments.items():
+        for secret, key, ref in secret_references(deployment):
+            assert secret in provided, f"{service}: Secret {secret} is not made in {variant}"
+            assert key is None or key in provided[secret], f"{service}: Secret {secret} has no key {key}"
+            assert not ref.get("optional"), f"{service}: an optional reference to Secret {secret}"
 
 
 # --- services and monitoring -------------------------------------------------------------------------
@@ -544,6 +606,47 @@ def test_every_service_has_a_kafka_user_with_exactly_its_acls(docs, variant):
             expected.setdefault(("topic", topic), set()).add("Write")
         assert granted == expected, f"{service}: ACLs differ from its SPEC\n granted  {granted}\n expected {expected}"
         assert {name for kind, name in granted if kind == "topic"} <= topic_names, service
+
+
+def test_every_pod_connects_to_kafka_as_the_listener_requires(docs, deployments, config, variant):
+    """base and prod: SASL_SSL as the service's KafkaUser (SCRAM-SHA-512, the password from the
+    Secret Strimzi writes for it), trusting the cluster CA mounted read-only; dev: PLAINTEXT, with
+    neither credentials nor CA."""
+    [listener] = named(docs, "Kafka", KAFKA_CLUSTER)["spec"]["kafka"]["listeners"]
+    authentication = listener.get("authentication", {}).get("type")
+    assert authentication in {None, "scram-sha-512"}, f"the services cannot log in with {authentication}"
+    protocol = ("SASL_" if authentication else "") + ("SSL" if listener["tls"] else "PLAINTEXT")
+    assert protocol == ("PLAINTEXT" if variant == "dev" else "SASL_SSL")
+    users = {u["metadata"]["name"]: u for u in of_kind(docs, "KafkaUser")}
+    for service, deployment in deployments.items():
+        main, pod = container(deployment), deployment["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in main.get("env", [])}
+        literals = {name: e["value"] for name, e in env.items() if "value" in e}
+        from_secrets = {name: "from-a-secret" for name, e in env.items() if "valueFrom" in e}
+        settings = Settings.from_env(config | literals | from_secrets)
+        assert settings.kafka_security_protocol == protocol, service
+        password = env.get("KAFKA_SASL_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef")
+        if authentication:
+            user = f"refund-ledger-{service}"
+            assert settings.kafka_sasl_username == user and user in users, f"{service}: logs in as its KafkaUser"
+            assert settings.kafka_sasl_mechanism == authentication.upper() == "SCRAM-SHA-512", service
+            assert password == {"name": user, "key": "password"}, f"{service}: KAFKA_SASL_PASSWORD -> {password}"
+        else:
+            assert not {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"} & set(env), f"{service}: no SASL without it"
+            assert not [key for key in config if key.startswith("KAFKA_SASL_")]
+        ca_volumes = {v["name"]: v["secret"] for v in pod["volumes"]
+                      if v.get("secret", {}).get("secretName") == KAFKA_CA_SECRET}
+        ca_mounts = [m for m in main.get("volumeMounts", []) if m["name"] in ca_volumes]
+        if listener["tls"]:
+            [mount] = ca_mounts
+            assert mount.get("readOnly") is True and "subPath" not in mount, f"{service}: the CA mount"
+            files = {item["path"]: item["key"] for item in ca_volumes[mount["name"]].get("items", [])}
+            cafile = Path(settings.kafka_ssl_cafile)
+            assert cafile.parent == Path(mount["mountPath"]) and files == {cafile.name: "ca.crt"}, \
+                f"{service}: KAFKA_SSL_CAFILE={cafile} is not the ca.crt of {KAFKA_CA_SECRET} alone"
+        else:
+            assert not ca_volumes and not ca_mounts, f"{service}: a CA for a listener without TLS"
+            assert not settings.kafka_ssl_cafile, service
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------------
