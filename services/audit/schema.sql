@@ -160,3 +160,31 @@ CREATE TABLE IF NOT EXISTS audit.visas (
 );
 CREATE INDEX IF NOT EXISTS visas_sponsor ON audit.visas (sponsor_id);
 CREATE INDEX IF NOT EXISTS visas_mismatch ON audit.visas (status_mismatch_at) WHERE status_mismatch_at IS NOT NULL;
+
+-- Who looked at what: every audit API request under /api/v1 (append-only; admin reads it).
+CREATE TABLE IF NOT EXISTS audit.access_log (
+    id        bigserial PRIMARY KEY,
+    at        timestamptz NOT NULL DEFAULT now(),
+    subject   text,                            -- the token's subject; NULL when no valid token was given
+    role      text,
+    method    text NOT NULL,
+    path      text NOT NULL,                   -- the path as requested (it names the case looked at)
+    filters   jsonb NOT NULL DEFAULT '{}',     -- the query parameters
+    status    integer NOT NULL,
+    rows      integer NOT NULL
+);
+CREATE INDEX IF NOT EXISTS access_log_subject ON audit.access_log (subject, at DESC);
+CREATE INDEX IF NOT EXISTS access_log_path ON audit.access_log (path, at DESC);
+CREATE OR REPLACE FUNCTION audit.access_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit.access_log is append-only';
+END $$;
+DROP TRIGGER IF EXISTS access_log_append_only ON audit.access_log;
+CREATE TRIGGER access_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit.access_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit.access_log_is_append_only();
+
+-- Search keys a citizen can read out (exact matches).
+CREATE INDEX IF NOT EXISTS payments_payer_iban ON audit.payments (payer_iban);
+CREATE INDEX IF NOT EXISTS payments_payer ON audit.payments (payer_id);
+CREATE INDEX IF NOT EXISTS refunds_iban ON audit.refunds (iban);
+CREATE INDEX IF NOT EXISTS refunds_bank_reference ON audit.refunds (bank_reference) WHERE bank_reference IS NOT NULL;

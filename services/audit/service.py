@@ -15,17 +15,15 @@ import asyncpg
 import faust
 from faust.contrib.asgi import serve_asgi
 
-from services.audit.api import create_api
+from services.audit.app import build_api
 from services.audit.projections import FOLLOWED_TOPICS, Projection, create_schema, read_model_gauges
-from services.audit.refunds_api import create_refunds_router
-from services.audit.visas_api import create_visas_router
 from services.kit import envelope
 from services.kit.auth import check_secret
 from services.kit.kafka import Publisher, Record, ensure_topics
 from services.kit.rules import load_rules
 from services.kit.runtime import create_faust_app, raw_message, record_lag
 from services.kit.settings import Settings
-from services.kit.web import Health, add_operational_routes, add_request_metrics
+from services.kit.web import Health, add_operational_routes
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +134,7 @@ def build_worker(settings: Settings) -> tuple[faust.App, AuditRuntime]:
             with contextlib.suppress(OSError, asyncpg.PostgresError):
                 await read_model_gauges(runtime.pool)
 
-    rules = load_rules(settings.rules_file)
-    api = create_api(lambda: runtime.pool, settings.audit_api_secret,
-                     lambda target: add_operational_routes(target, runtime.health),
-                     routers=[lambda pool: create_refunds_router(pool, settings.audit_api_secret, rules,
-                                                                 runtime.decide),
-                              lambda pool: create_visas_router(pool, settings.audit_api_secret, rules)])
-    add_request_metrics(api)
+    api = build_api(lambda: runtime.pool, settings.audit_api_secret, load_rules(settings.rules_file),
+                    runtime.decide, lambda target: add_operational_routes(target, runtime.health))
     serve_asgi(app, api, host=settings.audit_api_host, port=settings.audit_api_port, log_level="warning")
     return app, runtime

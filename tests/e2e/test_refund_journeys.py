@@ -19,7 +19,7 @@ from services.refunds.domain import visa_refund_id
 from tests.conftest import TEST_SECRET, fresh_database
 from tests.e2e.conftest import service_env
 from tests.e2e.harness import ServiceProcess, produce, read_topic, start_all, wait_for
-from tests.factories import IBAN_OTHER, bank_completion, cloudevent, payment, refund_request
+from tests.factories import IBAN_OTHER, IBAN_OWN, bank_completion, cloudevent, payment, refund_request
 
 pytestmark = pytest.mark.e2e
 
@@ -92,6 +92,14 @@ def test_a_bank_refund_is_held_ordered_paid_and_shown_with_its_audit_facts(journ
     assert (done["route"], done["channel"], done["bank_reference"]) == ("BANK", "BANK", "BR-1")
     assert done["sla"]["status"] == "MET" and done["completed_at"].endswith("+03:00")
     assert "BR-1" in done["tell_the_citizen"]["en"] and "BR-1" in done["tell_the_citizen"]["ar"]
+    status, found = audit.get(f"/api/v1/search?q={who}", token)
+    assert status == 200 and found["query_kind"] == "person"
+    assert {(h["kind"], h["key"]) for h in found["items"]} >= {
+        ("beneficiary", who), ("payment", f"P-{who}"), ("refund", request_id), ("refund", wrong_id)}
+    by_reference = audit.get("/api/v1/search?q=BR-1", token)[1]["items"]
+    assert request_id in {h["key"] for h in by_reference}
+    by_iban = audit.get(f"/api/v1/search?q={IBAN_OWN}", token)[1]
+    assert by_iban["query_kind"] == "iban" and f"P-{who}" in {h["key"] for h in by_iban["items"]}
     status, faq = audit.get("/api/v1/faq", token)
     assert status == 200 and faq and all(item["question"]["ar"] and item["answer"]["en"] for item in faq)
     assert [e["type"] for e in done["timeline"]][:1] == ["ledger.refund.requested"]
@@ -199,6 +207,9 @@ def test_a_cancelled_visa_is_refunded_on_its_route_and_shown_with_its_audit_fact
             "ledger.refund.completed"} <= kinds
     status, paid = audit.get(f"/api/v1/payments/SV-{sponsor}-1", token)
     assert status == 200 and (paid["refund_state"], paid["refunded_at"]) == ("COMPLETED", riyadh(paid_at))
+    found = audit.get(f"/api/v1/search?q={sponsor}%201448000008%201", token)[1]
+    assert [(h["kind"], h["url"]) for h in found["items"]] == [
+        ("visa", f"/api/v1/visas/{sponsor}/1448000008/1")]
     mofa = wait_for(lambda: visa("2", "ORDERED"), 60, "the MoFA visa refund")
     assert mofa["route"] == "MOFA" and mofa["hours_since_issue"] == 80.0
     assert mofa["sla"]["status"] in {"ON_TIME", "DUE_SOON"}  # 15 calendar days from acceptance, 10 days ago

@@ -31,17 +31,17 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from services.audit.api import FULL_PII_ROLES, create_api
+from services.audit.api import FULL_PII_ROLES
+from services.audit.app import build_api
 from services.audit.projections import Projection, create_schema
-from services.audit.refunds_api import QUEUES, Decide, create_refunds_router
-from services.audit.visas_api import create_visas_router
+from services.audit.refunds_api import QUEUES, Decide
 from services.kit import envelope
 from services.kit.auth import ISSUER, ROLES, issue_token
 from services.kit.calendar import BusinessCalendar
 from services.kit.envelope import RawMessage, SchemaRegistry
 from services.kit.identity import with_check_digit
 from services.kit.rules import load_rules
-from services.kit.web import Health, add_operational_routes, add_request_metrics
+from services.kit.web import Health, add_operational_routes
 from services.refunds.domain import visa_refund_id
 from tests.conftest import TEST_SECRET, fresh_database
 from tests.factories import IBAN_OTHER, IBAN_OWN
@@ -262,11 +262,7 @@ class Decisions:
 def compose_api(pool_of: Callable[[], asyncpg.Pool | None], decide: Decide | None = None,
                 clock: Callable[[], datetime] = lambda: NOW) -> FastAPI:
     """The audit API as services/audit/service.py composes it (with a fixed clock)."""
-    api = create_api(pool_of, TEST_SECRET, lambda app: add_operational_routes(app, Health()),
-                     routers=[lambda pool: create_refunds_router(pool, TEST_SECRET, RULES, decide, clock),
-                              lambda pool: create_visas_router(pool, TEST_SECRET, RULES, clock)])
-    add_request_metrics(api)
-    return api
+    return build_api(pool_of, TEST_SECRET, RULES, decide, lambda app: add_operational_routes(app, Health()), clock)
 
 
 def client_for(api: FastAPI) -> httpx.AsyncClient:
@@ -328,9 +324,14 @@ ENDPOINTS = endpoints(compose_api(lambda: None))
 LISTS = [e for e in ENDPOINTS if e.paginated]
 
 
+#: Required query parameters of endpoints that have them.
+QUERY_VALUES = {"/api/v1/search": {"q": PATH_VALUES["payment_id"]}}
+
+
 async def call(client: httpx.AsyncClient, endpoint: Endpoint, headers: dict[str, str]) -> httpx.Response:
     body = {"reason": "the balance was already refunded"} if endpoint.method == "POST" else None
-    return await client.request(endpoint.method, endpoint.url, headers=headers, json=body)
+    return await client.request(endpoint.method, endpoint.url, headers=headers, json=body,
+                                params=QUERY_VALUES.get(endpoint.path))
 
 
 async def get(client: httpx.AsyncClient, url: str, role: str = "auditor", **params: Any) -> dict[str, Any]:
@@ -446,7 +447,7 @@ async def test_ibans_and_ids_are_masked_for_roles_without_pii_rights(role, peopl
     async with client_for(compose_api(lambda: people)) as client:
         bodies = {}
         for endpoint in (e for e in ENDPOINTS if e.method == "GET" and role in e.roles):
-            response = await client.get(endpoint.url, headers=as_role(role))
+            response = await client.get(endpoint.url, headers=as_role(role), params=QUERY_VALUES.get(endpoint.path))
             assert response.status_code == 200, (str(endpoint), response.text)
             bodies[endpoint.path] = response.json()
             if role not in FULL_PII_ROLES:

@@ -1,0 +1,32 @@
+"""The audit API as it runs: every router, access audit and request metrics, composed in one
+place (the service and the tests build exactly this)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import asyncpg
+from fastapi import FastAPI
+
+from services.audit.access import add_access_audit, create_access_router
+from services.audit.api import create_api
+from services.audit.refunds_api import Decide, create_refunds_router
+from services.audit.search_api import create_search_router
+from services.audit.visas_api import create_visas_router
+from services.kit.rules import Rules
+from services.kit.web import add_request_metrics
+
+
+def build_api(pool_of: Callable[[], asyncpg.Pool | None], secret: str, rules: Rules, decide: Decide | None,
+              health_routes: Callable[[FastAPI], None],
+              clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> FastAPI:
+    api = create_api(pool_of, secret, health_routes, routers=[
+        lambda pool: create_refunds_router(pool, secret, rules, decide, clock),
+        lambda pool: create_visas_router(pool, secret, rules, clock),
+        lambda pool: create_access_router(pool, secret),
+        lambda pool: create_search_router(pool, secret),
+    ])
+    add_access_audit(api, pool_of, secret)
+    add_request_metrics(api)
+    return api
