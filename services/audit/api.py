@@ -8,6 +8,7 @@ shown in Asia/Riyadh with their offset.
 # No "from __future__ import annotations": FastAPI must see the closures used in Depends().
 
 import logging
+import pathlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Annotated
@@ -15,8 +16,9 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from services.kit.auth import InvalidToken, Principal, verify_token
@@ -24,6 +26,8 @@ from services.kit.catalogue import Catalogue
 from services.kit.iban import bank_name, mask
 
 log = logging.getLogger(__name__)
+
+CONSOLE_DIR = pathlib.Path(__file__).with_name("console")  # the web console: static files, no build step
 
 RIYADH = ZoneInfo("Asia/Riyadh")
 READ_ROLES = frozenset({"auditor", "agent", "jawazat", "mofa", "admin"})
@@ -237,4 +241,10 @@ def create_api(pool_of: Callable[[], asyncpg.Pool | None], secret: str, health_r
     for make_router in routers:  # first: their fixed paths (/payments/unreflected) win over {payment_id}
         api.include_router(make_router(pool), responses=_UNAUTHORIZED)
     api.include_router(create_router(pool, secret))
+
+    @api.get("/", include_in_schema=False)
+    async def to_console() -> RedirectResponse:
+        return RedirectResponse("/console/")
+
+    api.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True), name="console")
     return api

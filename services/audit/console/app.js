@@ -82,6 +82,7 @@ function applyStaticWords() {
   document.documentElement.lang = state.lang;
   document.documentElement.dir = LANGS[state.lang];
   document.title = t("app.title");
+  $("lang").lang = state.lang === "ar" ? "en" : "ar"; // the button names the other language in its own words
   for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
   for (const node of document.querySelectorAll("[data-i18n-placeholder]")) {
     node.setAttribute("placeholder", t(node.dataset.i18nPlaceholder));
@@ -125,7 +126,7 @@ function time(value) {
 function money(halalas, currency = "SAR") {
   const value = formatHalalas(halalas);
   if (value === null) return NONE;
-  return currency === "SAR" ? t("fmt.amount", { value }) : `${value} ${currency}`;
+  return h("span", { class: "amount" }, currency === "SAR" ? t("fmt.amount", { value }) : `${value} ${currency}`);
 }
 
 function code(kind, value) {
@@ -376,9 +377,10 @@ function rerender() {
 
 async function runSearch(raw) {
   const query = normalizeQuery(raw);
-  $("search-input").value = query;
-  if (!query) {
-    state.search = { query, items: null, error: "search.empty_query", loading: false };
+  const input = $("search-input");
+  input.value = query;
+  if (!query || query.length < input.minLength) {
+    state.search = { query, items: null, error: query ? "search.too_short" : "search.empty_query", loading: false };
     renderSearch();
     return;
   }
@@ -389,7 +391,7 @@ async function runSearch(raw) {
     const body = await api("search", { query: { q: query } });
     if (generation !== state.generation) return;
     const items = Array.isArray(body.items) ? body.items : [];
-    state.search = { query, items, error: null, loading: false };
+    state.search = { query, items, queryKind: body.query_kind ?? null, error: null, loading: false };
     history.replaceState({ name: "search" }, "", "#search");
     renderSearch();
     const only = items.length === 1 ? parseCaseUrl(items[0].url) : null;
@@ -403,9 +405,11 @@ async function runSearch(raw) {
 
 function renderSearch() {
   const box = $("search-results");
-  const { items, error, loading: busy } = state.search;
+  const { items, error, loading: busy, queryKind } = state.search;
   if (busy) return box.replaceChildren(loading());
-  if (typeof error === "string") return box.replaceChildren(h("p", { class: "note" }, t(error)));
+  if (typeof error === "string") {
+    return box.replaceChildren(h("p", { class: "note" }, t(error, { n: $("search-input").minLength })));
+  }
   if (error) {
     const shown = errorBox(error, () => runSearch(state.search.query), { notFoundKey: "search.unavailable" });
     return shown ? box.replaceChildren(shown) : undefined;
@@ -421,10 +425,13 @@ function renderSearch() {
       title: target ? null : t("error.bad_link"),
       onclick: target ? () => openCase(target) : null,
     }, h("span", { class: "badge kind" }, kind ? t(`kind.${kind}`) : String(item.kind ?? "?")),
-    h("span", { class: "result-label" }, String(item.label ?? "")),
-    ltr(item.key, "ltr key"))));
+    ltr(item.key, "ltr key"),
+    h("span", { class: "result-label" }, kind === "beneficiary" ? t("section.balances")
+      : h("bdi", { dir: "ltr", lang: "en" }, String(item.label ?? ""))))));
   }
-  box.replaceChildren(h("p", { class: "count" }, t("search.results", { n: items.length })), list);
+  const understood = queryKind && hasWords(`query_kind.${queryKind}`) ? t(`query_kind.${queryKind}`) : null;
+  box.replaceChildren(h("p", { class: "count" }, t("search.results", { n: items.length }),
+    understood ? [" \u00b7 ", t("search.understood_as", { kind: understood })] : null), list);
 }
 
 // ---- case page ----------------------------------------------------------------------------------
@@ -628,7 +635,7 @@ function refundFacts(r, linked) {
 
 function references(reference) {
   return h("ul", { class: "plain" }, Object.entries(reference).map(([key, value]) =>
-    h("li", {}, ltr(key, "ltr muted"), " ", ltr(value))));
+    h("li", {}, h("span", { class: "muted", title: key }, label("ref", key)), " ", ltr(value))));
 }
 
 function bank(name, bankCode) {
@@ -769,7 +776,7 @@ function renderList() {
 function decisionButtons(queueName, row, model) {
   const sent = model.sent[row.refund_id];
   if (sent === "sending") return h("span", { role: "status" }, t("decision.sending"));
-  if (sent) return h("span", { class: "badge done" }, t(`decision.${sent}`));
+  if (sent) return h("span", { class: "badge done" }, t(`sent.${sent}`));
   return h("span", { class: "actions" },
     h("button", { type: "button", class: "approve", onclick: () => decide(queueName, "approve", row, model) }, t("action.approve")),
     h("button", { type: "button", class: "reject", onclick: () => decide(queueName, "reject", row, model) }, t("action.reject")));
@@ -876,6 +883,11 @@ function wire() {
       go(LISTS[target] ? { name: "list", list: target } : { name: "search" });
     });
   }
+  window.addEventListener("hashchange", () => {
+    // a list typed into the address bar (pushState itself never fires this)
+    const hash = location.hash.replace(/^#/, "");
+    if (state.token && LISTS[hash]) go({ name: "list", list: hash }, { push: false });
+  });
   window.addEventListener("popstate", (event) => {
     if (!state.token) return;
     const view = event.state;

@@ -4,7 +4,7 @@
 
 /**
  * Every API call the console makes: [method, FastAPI path template, query parameters it may send].
- * The test checks each one against the routes services/audit/api.py actually serves.
+ * The test checks each one against the routes the audit app serves (services/audit/app.py build_api).
  */
 export const ENDPOINTS = Object.freeze({
   checkToken: ["GET", "/api/v1/faq", []],
