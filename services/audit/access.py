@@ -14,12 +14,12 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from services.audit.api import Pool, local, require
-from services.audit.refunds_api import decode_cursor, encode_cursor
+from services.audit.refunds_api import keyset_page
 from services.kit import metrics
 from services.kit.auth import InvalidToken, Principal, verify_token
 
@@ -88,6 +88,13 @@ def add_access_audit(api: FastAPI, pool_of: Callable[[], asyncpg.Pool | None], s
         return Response(body, status_code=response.status_code, headers=headers, media_type=response.media_type)
 
 
+def _record_id(key: str) -> int:
+    """A cursor's record id: digits only."""
+    if not key.isdigit():
+        raise ValueError("not a record id")
+    return int(key)
+
+
 class AccessRecord(BaseModel):
     id: int
     at: str
@@ -120,29 +127,15 @@ def create_access_router(pool: Pool, secret: str) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> AccessPage:
         """Who looked at what, newest first (role admin)."""
-        args: list[Any] = []
-        conditions: list[str] = []
-        for column, value in (("subject", subject), ("path", path)):
-            if value is not None:
-                args.append(value)
-                conditions.append(f"{column} = ${len(args)}")
-        if cursor:
-            at, record_id = decode_cursor(cursor)
-            if not record_id.isdigit():
-                raise HTTPException(422, "cursor is not one this API issued")
-            args.extend([at, int(record_id)])
-            conditions.append(f"(at, id) < (${len(args) - 1}, ${len(args)})")
-        args.append(limit + 1)
-        sql = ("SELECT * FROM audit.access_log" + (" WHERE " + " AND ".join(conditions) if conditions else "")  # noqa: S608 - constant fragments
-               + f" ORDER BY at DESC, id DESC LIMIT ${len(args)}")
-        async with db.acquire() as conn:
-            rows = await conn.fetch(sql, *args)
-        page = rows[:limit]
+        filters = [(fragment, value) for fragment, value in (("subject = ?", subject), ("path = ?", path))
+                   if value is not None]
+        page, next_cursor = await keyset_page(db, "audit.access_log", ("at", "id"), cursor, limit, filters,
+                                              newest_first=True, tiebreak=_record_id)
         return AccessPage(
             items=[AccessRecord(id=r["id"], at=local(r["at"]), subject=r["subject"], role=r["role"],
                                 method=r["method"], path=r["path"], filters=json.loads(r["filters"]),
                                 status=r["status"], rows=r["rows"]) for r in page],
-            next_cursor=encode_cursor(page[-1]["at"], str(page[-1]["id"])) if len(rows) > limit else None)
+            next_cursor=next_cursor)
 
     return router
 

@@ -204,12 +204,14 @@ def summary(row: asyncpg.Record, principal: Principal, calendar: BusinessCalenda
     }
 
 
-async def oldest_first(db: asyncpg.Pool, table: str, condition: str, order: tuple[str, str], cursor: str | None,
-                       limit: int, filters: list[tuple[str, Any]] | None = None) -> tuple[list, str | None]:
-    """One page of ``table`` rows matching ``condition``, oldest first by ``order``, and the next cursor.
+async def keyset_page(db: asyncpg.Pool, table: str, order: tuple[str, str], cursor: str | None, limit: int,
+                      filters: list[tuple[str, Any]] | None = None, *, condition: str = "TRUE",
+                      newest_first: bool = False, tiebreak: Callable[[str], Any] = str) -> tuple[list, str | None]:
+    """One page of ``table`` rows, sorted by ``order`` (oldest or newest first), and the next cursor.
 
-    ``table``, ``condition`` and ``order`` are constants of this module; every
-    value (filters, cursor, limit) is a bound parameter.
+    ``table``, ``condition``, ``order`` and the filter fragments (``?`` marks the value) are constants
+    of this package; every value (filters, cursor, limit) is a bound parameter. ``tiebreak`` turns
+    the cursor's second key back into its column's type.
     """
     args: list[Any] = []
     sql = f"SELECT * FROM {table} WHERE {condition}"  # noqa: S608 - constants only
@@ -217,49 +219,42 @@ async def oldest_first(db: asyncpg.Pool, table: str, condition: str, order: tupl
         args.append(value)
         sql += " AND " + fragment.replace("?", f"${len(args)}")
     if cursor:
-        args.extend(decode_cursor(cursor))
-        sql += f" AND ({order[0]}, {order[1]}) > (${len(args) - 1}, ${len(args)})"
+        at, key = decode_cursor(cursor)
+        try:
+            args.extend([at, tiebreak(key)])
+        except ValueError:
+            raise HTTPException(422, "cursor is not one this API issued") from None
+        sql += f" AND ({order[0]}, {order[1]}) {'<' if newest_first else '>'} (${len(args) - 1}, ${len(args)})"
     args.append(limit + 1)
-    sql += f" ORDER BY {order[0]}, {order[1]} LIMIT ${len(args)}"
+    direction = " DESC" if newest_first else ""
+    sql += f" ORDER BY {order[0]}{direction}, {order[1]}{direction} LIMIT ${len(args)}"
     async with db.acquire() as conn:
         rows = await conn.fetch(sql, *args)
     page = rows[:limit]
-    return page, encode_cursor(page[-1][order[0]], page[-1][order[1]]) if len(rows) > limit else None
+    next_cursor = encode_cursor(page[-1][order[0]], str(page[-1][order[1]])) if len(rows) > limit else None
+    return page, next_cursor
 
 
-def refunds_query(status: str | None, route: str | None, agency: str | None, from_: datetime | None,
-                  to: datetime | None, cursor: str | None, limit: int) -> tuple[str, list[Any]]:
-    """The SQL of a refunds search: constant fragments, every value a bound parameter."""
-    conditions: list[str] = []
-    args: list[Any] = []
-
-    def where(fragment: str, value: Any) -> None:
-        args.append(value)
-        conditions.append(fragment.replace("?", f"${len(args)}"))
-
+def refund_filters(status: str | None, route: str | None, agency: str | None, from_: datetime | None,
+                   to: datetime | None) -> list[tuple[str, Any]]:
+    """The filters of a refunds search as constant fragments and their values."""
+    filters: list[tuple[str, Any]] = []
     if status == "overdue":
-        where("overdue AND state = ANY(?)", list(OPEN_STATES))
+        filters.append(("overdue AND state = ANY(?)", list(OPEN_STATES)))
     elif status == "open":
-        where("state = ANY(?)", list(OPEN_STATES))
+        filters.append(("state = ANY(?)", list(OPEN_STATES)))
     elif status:
-        where("state = ?", status)
+        filters.append(("state = ?", status))
     if route:
-        where("route = ?", route)
+        filters.append(("route = ?", route))
     if agency:
-        where("agency = ?", agency)
+        filters.append(("agency = ?", agency))
     for bound, fragment in ((from_, "requested_at >= ?"), (to, "requested_at < ?")):
         if bound is not None:
             if bound.tzinfo is None:
                 raise HTTPException(422, "from/to need a UTC offset, e.g. 2026-11-01T00:00:00+03:00")
-            where(fragment, bound)
-    if cursor:
-        at, refund_id = decode_cursor(cursor)
-        args.extend([at, refund_id])
-        conditions.append(f"(requested_at, refund_id) < (${len(args) - 1}, ${len(args)})")
-    args.append(limit + 1)
-    sql = ("SELECT * FROM audit.refunds" + (" WHERE " + " AND ".join(conditions) if conditions else "")  # noqa: S608
-           + f" ORDER BY requested_at DESC, refund_id DESC LIMIT ${len(args)}")
-    return sql, args
+            filters.append((fragment, bound))
+    return filters
 
 
 def create_refunds_router(
@@ -282,12 +277,9 @@ def create_refunds_router(
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> RefundPage:
         """Refund cases, newest request first, filtered; `status=overdue` lists the open cases past deadline."""
-        sql, args = refunds_query(status, route, agency, from_, to, cursor, limit)
-        async with db.acquire() as conn:
-            rows = await conn.fetch(sql, *args)
+        page, next_cursor = await keyset_page(db, "audit.refunds", ("requested_at", "refund_id"), cursor, limit,
+                                              refund_filters(status, route, agency, from_, to), newest_first=True)
         now = clock()
-        page = rows[:limit]
-        next_cursor = encode_cursor(page[-1]["requested_at"], page[-1]["refund_id"]) if len(rows) > limit else None
         return RefundPage(items=[RefundSummary(**summary(r, principal, calendar, now)) for r in page],
                           next_cursor=next_cursor)
 
@@ -323,9 +315,9 @@ def create_refunds_router(
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> UnreflectedPage:
         """Payments no agency system acknowledged in time, oldest first, with the agency responsible."""
-        page, next_cursor = await oldest_first(
-            db, "audit.payments", "unreflected_since IS NOT NULL", ("unreflected_since", "payment_id"),
-            cursor, limit, [("agency = ?", agency)] if agency else [])
+        page, next_cursor = await keyset_page(
+            db, "audit.payments", ("unreflected_since", "payment_id"), cursor, limit,
+            [("agency = ?", agency)] if agency else [], condition="unreflected_since IS NOT NULL")
         return UnreflectedPage(
             items=[UnreflectedPayment(
                 payment_id=r["payment_id"], beneficiary_id=_pii(r["beneficiary_id"], principal), agency=r["agency"],
@@ -371,8 +363,8 @@ def add_queue_routes(router: APIRouter, queue: Queue, pool: Pool, secret: str, c
         cursor: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> RefundPage:
-        page, next_cursor = await oldest_first(db, "audit.refunds", f"state = '{queue.state}'",
-                                               ("requested_at", "refund_id"), cursor, limit)
+        page, next_cursor = await keyset_page(db, "audit.refunds", ("requested_at", "refund_id"), cursor, limit,
+                                              condition=f"state = '{queue.state}'")
         now = clock()
         return RefundPage(items=[RefundSummary(**summary(r, principal, calendar, now)) for r in page],
                           next_cursor=next_cursor)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from services.audit.api import ID_PATTERN, PERSON_PATTERN, Pool, _pii, _timeline, local, require
-from services.audit.refunds_api import READ_ROLES, Sla, oldest_first, sla_of
+from services.audit.refunds_api import READ_ROLES, Sla, keyset_page, sla_of
 from services.kit.auth import Principal
 from services.kit.calendar import BusinessCalendar
 from services.kit.rules import Rules
@@ -107,8 +107,8 @@ def create_visas_router(pool: Pool, secret: str, rules: Rules,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> MismatchPage:
         """Visas whose status says fees restored while no bank completion arrived by the deadline."""
-        page, next_cursor = await oldest_first(db, "audit.visas", "status_mismatch_at IS NOT NULL",
-                                               ("status_mismatch_at", "visa_key"), cursor, limit)
+        page, next_cursor = await keyset_page(db, "audit.visas", ("status_mismatch_at", "visa_key"), cursor, limit,
+                                              condition="status_mismatch_at IS NOT NULL")
         return MismatchPage(items=[Mismatch(
             sponsor_id=_pii(r["sponsor_id"], principal), export_number=r["export_number"],
             serial_number=r["serial_number"], status=r["status"], status_changed_at=local(r["status_changed_at"]),
