@@ -22,7 +22,6 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
@@ -45,7 +44,7 @@ class UnitOfWork:
     """
 
     def __init__(self, app: LedgerApplication) -> None:
-        self._repository = app.repository
+        self._app = app
         self._aggregates: dict[UUID, Aggregate] = {}
         self._savepoint: dict[UUID, tuple[Aggregate | None, int]] = {}
         self.timer_changes: list[TimerChange] = []
@@ -55,9 +54,8 @@ class UnitOfWork:
         """The aggregate with this id as the batch sees it, or None."""
         aggregate = self._aggregates.get(aggregate_id)
         if aggregate is None:
-            try:
-                aggregate = self._repository.get(aggregate_id)
-            except AggregateNotFoundError:
+            aggregate = self._app.find(aggregate_id)
+            if aggregate is None:
                 return None
             self._aggregates[aggregate_id] = aggregate
         self._remember(aggregate_id)

@@ -18,14 +18,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import psycopg
-from eventsourcing.application import Application
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import Notification, ProcessRecorder, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from services.kit.rules import Rules, load_rules
 from services.kit.settings import Settings
 
 
@@ -199,6 +201,14 @@ class LedgerApplication(Application):
         env = settings.postgres_env(schema)
         env["PROCESS_RECORDER_TOPIC"] = f"{IngressRecorder.__module__}:{IngressRecorder.__qualname__}"
         super().__init__(env)
+        self.rules = load_rules(settings.rules_file)
+
+    def find(self, aggregate_id: UUID) -> Any:
+        """The aggregate with this id, or None."""
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()
@@ -215,6 +225,11 @@ class LedgerApplication(Application):
     def tracked_offset(self, topic: str, partition: int) -> int | None:
         """The last Kafka offset applied for topic:partition, or None."""
         return self.ingress_recorder.max_tracking_id(tracking_name(topic, partition))
+
+
+def rules_of(app: LedgerApplication | None) -> Rules:
+    """The application's rules; the packaged rules for handler tables built without one (checks, tests)."""
+    return app.rules if isinstance(app, LedgerApplication) else load_rules()
 
 
 def tracking_name(topic: str, partition: int) -> str:

@@ -6,13 +6,10 @@ from datetime import datetime
 from functools import partial
 from typing import TypedDict
 
-from eventsourcing.application import AggregateNotFoundError
-
 from services.kit.envelope import Envelope
 from services.kit.ingress import Handler, TimerHandler, UnitOfWork
-from services.kit.rules import Rules, load_rules
-from services.kit.settings import Settings
-from services.kit.store import LedgerApplication
+from services.kit.rules import Rules
+from services.kit.store import LedgerApplication, rules_of
 from services.payments.domain import Balance, Payment, RefundHold, UnknownPayment
 
 
@@ -33,14 +30,9 @@ UNREFLECTED = "payment.unreflected"
 class PaymentsApplication(LedgerApplication):
     name = "payments"
 
-    def __init__(self, settings: Settings, schema: str | None = None) -> None:
-        super().__init__(settings, schema)
-        self.rules = load_rules(settings.rules_file)
-
     def balance(self, beneficiary_id: str, agency: str, service_code: str) -> BalanceView | None:
-        try:
-            balance: Balance = self.repository.get(Balance.create_id(beneficiary_id, agency, service_code))
-        except AggregateNotFoundError:
+        balance: Balance | None = self.find(Balance.create_id(beneficiary_id, agency, service_code))
+        if balance is None:
             return None
         return BalanceView(beneficiary_id=beneficiary_id, agency=agency, service_code=service_code,
                            **balance.totals())
@@ -146,7 +138,7 @@ def release_refund(uow: UnitOfWork, envelope: Envelope) -> None:
 
 
 def handlers(app: LedgerApplication) -> dict[str, Handler]:
-    rules = app.rules if isinstance(app, PaymentsApplication) else load_rules()
+    rules = rules_of(app)
     return {
         "payment.recorded": partial(record_payment, rules=rules),
         "payment.acknowledged": acknowledge_payment,
@@ -158,5 +150,5 @@ def handlers(app: LedgerApplication) -> dict[str, Handler]:
 
 
 def timer_handlers(app: LedgerApplication) -> dict[str, TimerHandler]:
-    rules = app.rules if isinstance(app, PaymentsApplication) else load_rules()
+    rules = rules_of(app)
     return {UNREFLECTED: lambda uow, key, due_at, now: flag_unreflected(uow, key, due_at, rules)}

@@ -7,14 +7,11 @@ import json
 from datetime import datetime
 from typing import Any, TypedDict
 
-from eventsourcing.application import AggregateNotFoundError
-
 from services.kit.calendar import BusinessCalendar
 from services.kit.envelope import Envelope
 from services.kit.ingress import Handler, TimerHandler, UnitOfWork
-from services.kit.rules import Rules, load_rules
-from services.kit.settings import Settings
-from services.kit.store import LedgerApplication
+from services.kit.rules import Rules
+from services.kit.store import LedgerApplication, rules_of
 from services.refunds.domain import (
     ParkedReturn,
     PaymentRef,
@@ -46,14 +43,9 @@ class CaseView(TypedDict):
 class RefundsApplication(LedgerApplication):
     name = "refunds"
 
-    def __init__(self, settings: Settings, schema: str | None = None) -> None:
-        super().__init__(settings, schema)
-        self.rules = load_rules(settings.rules_file)
-
     def case(self, refund_id: str) -> CaseView | None:
-        try:
-            case: RefundCase = self.repository.get(RefundCase.create_id(refund_id))
-        except AggregateNotFoundError:
+        case: RefundCase | None = self.find(RefundCase.create_id(refund_id))
+        if case is None:
             return None
         return CaseView(refund_id=refund_id, state=case.state, route=case.route, amount=case.amount,
                         deadline=case.deadline, overdue=case.overdue, next_step_owner=case.next_step_owner)
@@ -267,7 +259,7 @@ def _park(uow: UnitOfWork, refund_id: str, outcome: str, facts: dict[str, Any], 
 
 
 def _refunds(app: LedgerApplication) -> Refunds:
-    return Refunds(app.rules if isinstance(app, RefundsApplication) else load_rules())
+    return Refunds(rules_of(app))
 
 
 def handlers(app: LedgerApplication) -> dict[str, Handler]:

@@ -10,13 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, TypedDict
 
-from eventsourcing.application import AggregateNotFoundError
-
 from services.kit.envelope import Envelope
 from services.kit.ingress import Handler, UnitOfWork
-from services.kit.rules import Rules, load_rules
-from services.kit.settings import Settings
-from services.kit.store import LedgerApplication
+from services.kit.rules import Rules
+from services.kit.store import LedgerApplication, rules_of
 from services.visas.domain import Visa
 
 
@@ -44,14 +41,9 @@ class VisaView(TypedDict):
 class VisasApplication(LedgerApplication):
     name = "visas"
 
-    def __init__(self, settings: Settings, schema: str | None = None) -> None:
-        super().__init__(settings, schema)
-        self.rules = load_rules(settings.rules_file)
-
     def visa(self, sponsor_id: str, export_number: str, serial_number: str) -> VisaView | None:
-        try:
-            visa: Visa = self.repository.get(Visa.create_id(sponsor_id, export_number, serial_number))
-        except AggregateNotFoundError:
+        visa: Visa | None = self.find(Visa.create_id(sponsor_id, export_number, serial_number))
+        if visa is None:
             return None
         routing = visa.routing
         return VisaView(
@@ -101,7 +93,7 @@ class Visas:
 
 
 def handlers(app: LedgerApplication) -> dict[str, Handler]:
-    visas = Visas(app.rules if isinstance(app, VisasApplication) else load_rules())
+    visas = Visas(rules_of(app))
     return {
         "visa.issued": visas.issue,
         "visa.status_changed": visas.change_status,
