@@ -20,6 +20,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from services.audit.api import ID_PATTERN, Pool, _pii, _timeline, case_with_timeline, local, require
+from services.kit import liaisons
 from services.kit.auth import Principal
 from services.kit.calendar import BusinessCalendar
 from services.kit.catalogue import Catalogue
@@ -117,9 +118,6 @@ class DecisionAccepted(BaseModel):
 
 
 #: Who holds a case before and after its bank order, by route.
-HOLDER_BEFORE_ORDER = {"BANK": "MOF", "AUTOMATIC": "MUSANED", "MOFA": "MUSANED", "JAWAZAT": "JAWAZAT",
-                       "MANUAL_REVIEW": "MOFA"}
-HOLDER_AFTER_ORDER = {"MOFA": "MOFA"}  # MoFA pays its refunds; every other route's order is the bank's
 
 
 def citizen_line(row: asyncpg.Record, now: datetime) -> dict[str, str] | None:
@@ -144,9 +142,9 @@ def time_by_agency(row: asyncpg.Record, now: datetime) -> dict[str, float]:
     closed = row["completed_at"] or row["failed_at"] or (row["decided_at"] if row["state"] == "REJECTED" else None)
     end = closed or now
     ordered = row["ordered_at"]
-    spans = [(HOLDER_BEFORE_ORDER.get(row["route"], row["route_owner"]), row["requested_at"], ordered or end)]
+    spans = [(MATRIX.holder_before_order(row["route"], row["route_owner"]), row["requested_at"], ordered or end)]
     if ordered is not None:
-        spans.append((HOLDER_AFTER_ORDER.get(row["route"], "BANK"), ordered, end))
+        spans.append((MATRIX.holder_after_order(row["route"]), ordered, end))
     held: dict[str, float] = {}
     for agency, start, stop in spans:
         hours = max(0.0, (stop - start).total_seconds() / 3600)
@@ -156,12 +154,8 @@ def time_by_agency(row: asyncpg.Record, now: datetime) -> dict[str, float]:
 
 MAX_DECIDER = 128  # the decision schemas' limit on decided_by
 
-NEXT_OWNER = {"AWAITING_HOLD": "MOF", "JAWAZAT_QUEUE": "JAWAZAT", "MANUAL_REVIEW": "MOFA", "ORDERED": "BANK"}
-
-
-def next_owner(state: str, route: str) -> str | None:
-    """The agency owning an open case's next step (MoFA pays the refunds routed to it)."""
-    return "MOFA" if (state, route) == ("ORDERED", "MOFA") else NEXT_OWNER.get(state)
+MATRIX = liaisons.responsibility()
+next_owner = MATRIX.refund_owner
 
 
 def encode_cursor(*values: Any) -> str:

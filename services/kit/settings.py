@@ -98,6 +98,7 @@ class Settings:
     shutdown_grace: float = 20.0             # SHUTDOWN_GRACE seconds from SIGTERM to a forced exit
     schemas_dir: str = ""                    # SCHEMAS_DIR; empty = the repository's schemas/
     rules_file: str = ""                     # RULES_FILE; empty = services/kit/reference/rules.json
+    liaisons_file: str = ""                  # LIAISONS_FILE; empty = services/kit/reference/liaisons.json
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -144,6 +145,7 @@ class Settings:
             shutdown_grace=_number(env, "SHUTDOWN_GRACE", 20.0),
             schemas_dir=env.get("SCHEMAS_DIR", ""),
             rules_file=env.get("RULES_FILE", ""),
+            liaisons_file=env.get("LIAISONS_FILE", ""),
         )
 
     def with_(self, **changes) -> Settings:

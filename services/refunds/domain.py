@@ -15,12 +15,12 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from services.kit import liaisons
+
 NAMESPACE = uuid5(NAMESPACE_URL, "https://refund-ledger/refunds")
 
 #: States in which the case waits for someone; the others are closed.
 OPEN_STATES = frozenset({"AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW", "ORDERED"})
-#: Who owns the next step in each open state ("route" means the route's owner).
-NEXT_STEP_OWNER = {"AWAITING_HOLD": "MOF", "JAWAZAT_QUEUE": "JAWAZAT", "MANUAL_REVIEW": "MOFA", "ORDERED": "BANK"}
 
 
 class RefundsError(Exception):
@@ -95,11 +95,8 @@ class RefundCase(Aggregate):
 
     @property
     def next_step_owner(self) -> str | None:
-        if not self.open:
-            return None
-        if self.state == "ORDERED" and self.route == "MOFA":
-            return "MOFA"  # MoFA pays the refunds routed to it
-        return NEXT_STEP_OWNER[self.state]
+        """Who must act next, from the responsibility matrix (``reference/responsibility.json``)."""
+        return liaisons.responsibility().refund_owner(self.state, self.route) if self.open else None
 
     def check_same_request(self, **facts: Any) -> None:
         """Raise RefundConflict unless ``facts`` repeat the original request."""
