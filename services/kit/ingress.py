@@ -194,7 +194,7 @@ class Ingress:
         in place for the next round.
         """
         now = self.clock()
-        due = self.app.ingress_recorder.due_timers(now, limit)
+        due = self.app.ingress_recorder.due_timers(now, limit, names=list(self.timer_handlers))
         if not due:
             return 0
         uow = UnitOfWork(self.app)

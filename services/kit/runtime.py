@@ -14,8 +14,9 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import faust
 import psycopg
@@ -126,6 +127,8 @@ class ServiceSpec:
     rejectable: tuple[type[Exception], ...] = ()
     outbound_topics: tuple[str, ...] = field(default=())
     timer_handlers: Callable[[LedgerApplication], dict[str, TimerHandler]] | None = None
+    #: Background work the service runs beside its ingress (e.g. the notifier's deliveries).
+    tasks: Callable[[LedgerRuntime], Iterable[Coroutine[Any, Any, None]]] | None = None
 
 
 class LedgerRuntime(Service):
@@ -163,6 +166,8 @@ class LedgerRuntime(Service):
         self.add_future(self.relay.run(self.stopping))
         if self.ingress.timer_handlers:
             self.add_future(self._fire_timers())
+        for task in self.spec.tasks(self) if self.spec.tasks else ():
+            self.add_future(task)
         self.health.add_check("database", self._ping_database)
         self.health.add_check("broker", self._ping_broker)
         self.health.set_problem("startup", None)

@@ -128,12 +128,13 @@ class IngressRecorder(PostgresProcessRecorder):
             curs.executemany(SQL("DELETE FROM {0} WHERE name = %s AND key = %s").format(self._timers_table),
                              cancelling)
 
-    def due_timers(self, now: datetime, limit: int) -> list[DueTimer]:
-        """Timers due at ``now``, oldest first."""
+    def due_timers(self, now: datetime, limit: int, names: Sequence[str] | None = None) -> list[DueTimer]:
+        """Timers due at ``now`` (only those called one of ``names``, if given), oldest first."""
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(
-                SQL("SELECT name, key, due_at FROM {0} WHERE due_at <= %s ORDER BY due_at LIMIT %s")
-                .format(self._timers_table), (now, limit))
+                SQL("SELECT name, key, due_at FROM {0} WHERE due_at <= %s AND (%s::text[] IS NULL OR name = ANY(%s)) "
+                    "ORDER BY due_at LIMIT %s")
+                .format(self._timers_table), (now, names, names, limit))
             return [DueTimer(r["name"], r["key"], r["due_at"]) for r in curs.fetchall()]
 
     def timers(self) -> list[DueTimer]:
