@@ -4,6 +4,11 @@ which path and filters, how many rows, the answer) in the append-only
 
 Government auditors ask "who looked at this citizen": the path names the case
 looked at. If the record cannot be written, the data is not served (503).
+
+A CSV export (``services/audit/export.py``) is streamed, not buffered: it is
+recorded when its stream ends, with the number of rows sent. Its last chunk is
+held back until that record is written; if it cannot be, the stream is broken
+off, so a complete export never leaves unrecorded.
 """
 
 # No "from __future__ import annotations": FastAPI must see the closures used in Depends().
@@ -15,7 +20,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from services.audit.api import Pool, local, require
@@ -62,6 +67,9 @@ def add_access_audit(api: FastAPI, pool_of: Callable[[], asyncpg.Pool | None], s
         if not request.url.path.startswith("/api/v1/"):
             return await call_next(request)
         response = await call_next(request)
+        export = getattr(request.state, "export", None)
+        if export is not None and response.status_code == 200:
+            return await _recorded_stream(request, response, export)
         body = b"".join([chunk async for chunk in response.body_iterator])
         try:
             parsed = json.loads(body) if body else None
@@ -86,6 +94,39 @@ def add_access_audit(api: FastAPI, pool_of: Callable[[], asyncpg.Pool | None], s
                 metrics.ACCESS_AUDIT_RECORDS.inc()
         headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
         return Response(body, status_code=response.status_code, headers=headers, media_type=response.media_type)
+
+    async def _record(request: Request, caller: Principal | None, status: int, rows: int) -> None:
+        pool = pool_of()
+        if pool is None:
+            raise OSError("the access log is not connected")
+        async with pool.acquire() as conn:
+            await conn.execute(
+                _INSERT, caller.subject if caller else None, caller.role if caller else None,
+                request.method, request.url.path, json.dumps(dict(request.query_params)), status, rows)
+        metrics.ACCESS_AUDIT_RECORDS.inc()
+
+    async def _recorded_stream(request: Request, response: Response, export: Any) -> Response:
+        """Pass an export's chunks through as they come; record it (with its rows) before the last one."""
+        if pool_of() is None:
+            return JSONResponse({"detail": "the access log is not connected yet"}, status_code=503)
+        caller = _caller(request, secret)
+
+        async def chunks():
+            held: bytes | None = None
+            async for chunk in response.body_iterator:
+                if held is not None:
+                    yield held
+                held = chunk if isinstance(chunk, bytes) else chunk.encode()
+            try:
+                await _record(request, caller, response.status_code, export.rows)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.exception("export not recorded; its stream is broken off")
+                raise
+            if held is not None:
+                yield held
+
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        return StreamingResponse(chunks(), status_code=response.status_code, headers=headers)
 
 
 def _record_id(key: str) -> int:

@@ -8,10 +8,12 @@ import re
 from typing import Annotated, Literal
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from services.audit.api import READ_ROLES, Pool, _pii, require
+from services.audit.export import CSV_RESPONSE, rows_csv
 from services.kit.auth import Principal
 
 PERSON = re.compile(r"^[12][0-9]{9}$")
@@ -66,7 +68,23 @@ def create_search_router(pool: Pool, secret: str) -> APIRouter:
         db: Annotated[asyncpg.Pool, Depends(pool)],
     ) -> SearchResult:
         """Cases matching the key exactly: a person's payments, refunds and visas; a payment, refund,
-        bank reference, IBAN, or visa (sponsor export serial)."""
+        bank reference, IBAN, SADAD bill number, or visa (sponsor export serial)."""
+        return await find(q, principal, db)
+
+    @router.get("/search.csv", tags=["search", "export"], response_class=StreamingResponse,
+                responses=CSV_RESPONSE)
+    async def export_search(
+        request: Request,
+        q: Annotated[str, Query(min_length=3, max_length=80, description="Any key a citizen can read out")],
+        principal: Annotated[Principal, Depends(reader)],
+        db: Annotated[asyncpg.Pool, Depends(pool)],
+    ) -> StreamingResponse:
+        """The hits of `GET /search` as CSV (kind, key, label, url); recorded in the access log with its rows."""
+        result = await find(q, principal, db)
+        return rows_csv(request, ("kind", "key", "label", "url"),
+                        [(h.kind, h.key, h.label, h.url) for h in result.items], "search.csv")
+
+    async def find(q: str, principal: Principal, db: asyncpg.Pool) -> SearchResult:
         text = " ".join(q.split())
         compact = text.replace(" ", "").upper()
         items: list[Hit] = []
