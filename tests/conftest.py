@@ -12,6 +12,7 @@ import pytest
 
 from services.kit.embedded import EmbeddedKafka, EmbeddedPostgres
 from services.kit.settings import Settings
+from tests.factories import TEST_BANK_KEYS_JSON
 
 TEST_SECRET = "test-secret-" + "x" * 40  # test-only signing key, never used outside tests
 
@@ -55,6 +56,7 @@ def make_settings(database_url: str, kafka: EmbeddedKafka | None = None, **env: 
         "TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}.",
         "INGRESS_BATCH_WITHIN": "0.02",
         "RELAY_POLL_INTERVAL": "0.05",
+        "BANK_SIGNING_KEYS": TEST_BANK_KEYS_JSON,  # test-only keys: tests.factories signs bank events with them
     }
     if kafka is not None:
         base["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers

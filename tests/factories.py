@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from services.kit.envelope import RawMessage
+from services.kit.signatures import Keyring, requires_signature, sign
 
 IBAN_OWN = "SA0380000000608010167519"       # Al Rajhi (80), valid mod-97
 IBAN_OTHER = "SA4420000001234567891234"     # Riyad Bank (20), valid mod-97
@@ -15,10 +16,28 @@ IBAN_BAD_CHECKSUM = "SA0480000000608010167519"
 PAID_AT = datetime(2026, 11, 1, 9, 30, tzinfo=timezone(timedelta(hours=3)))
 
 
+# TEST-ONLY bank signing keys (never used outside tests): two per bank, as during a key rotation.
+TEST_BANK_CODES = ("05", "10", "15", "20", "30", "45", "55", "60", "65", "80")
+TEST_BANK_KEYS = {code: {f"test-{code}-old": f"test-only-bank-{code}-old-key-not-a-secret",
+                         f"test-{code}-new": f"test-only-bank-{code}-new-key-not-a-secret"}
+                  for code in TEST_BANK_CODES}
+TEST_KEYRING = Keyring.parse(TEST_BANK_KEYS)
+TEST_BANK_KEYS_JSON = json.dumps(TEST_BANK_KEYS)
+
+
 def cloudevent(event_type: str, data: dict[str, Any], *, event_id: str | None = None,
-               source: str = "bank/80", time: datetime = PAID_AT) -> bytes:
-    return json.dumps({"specversion": "1.0", "id": event_id or str(uuid.uuid4()), "source": source,
-                       "type": event_type, "time": time.isoformat(), "data": data}).encode()
+               source: str | None = None, time: datetime = PAID_AT, signed: bool = True,
+               keyring: Keyring = TEST_KEYRING) -> bytes:
+    """A CloudEvent as a partner sends it. A bank event comes from the bank of its IBAN (else bank/80)
+    and is signed with that bank's test key unless ``signed=False``."""
+    if source is None:
+        iban = data.get("iban") if isinstance(data, dict) else None
+        source = f"bank/{iban[4:6]}" if isinstance(iban, str) and requires_signature(event_type, data) else "bank/80"
+    attributes = {"specversion": "1.0", "id": event_id or str(uuid.uuid4()), "source": source,
+                  "type": event_type, "time": time.isoformat(), "data": data}
+    if signed and requires_signature(event_type, data):
+        attributes = sign(attributes, keyring)
+    return json.dumps(attributes).encode()
 
 
 def payment(payment_id: str = "PAY-1", *, beneficiary_id: str = "1012345672", amount: int = 30000,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sys
 import threading
 import time
 import uuid
@@ -36,6 +37,7 @@ from schwifty import IBAN
 from services.kit.identity import with_check_digit
 from services.kit.kafka import Publisher, Record, ensure_topics
 from services.kit.settings import Settings
+from services.kit.signatures import Keyring, requires_signature, sign_bytes
 from services.refunds.domain import visa_refund_id
 
 BANK_CODES = ("10", "15", "20", "30", "45", "55", "60", "65", "80", "05")
@@ -217,7 +219,7 @@ class Scenario:
             amount = available + self.rng.randint(1, 10) * 100
         requested = self._requested_at(now)
         yield Record("refund-requests", beneficiary.encode(), cloudevent(
-            source=f"bank/{payer_iban[4:6]}", event_type="refund.requested", time_=requested, data={
+            source=f"bank/{iban[4:6]}", event_type="refund.requested", time_=requested, data={
                 "request_id": request_id, "beneficiary_id": beneficiary, "agency": agency, "service_code": service,
                 "amount": amount, "iban": iban, "channel": "BANK", "requested_at": requested.isoformat()}))
         if iban != payer_iban or amount > available or self.rng.random() < self.bank_silent_share:
@@ -252,6 +254,18 @@ class Scenario:
                 "requested_at": requested.isoformat()}))
 
 
+def signed(records: Iterator[Record], keyring: Keyring) -> Iterator[Record]:
+    """The records with every bank event signed by its bank's newest key (BANK_SIGNING_KEYS;
+    under ``up``, the demo keys it generated). With no keys the records go out unsigned."""
+    for record in records:
+        if keyring and b'"refund.' in record.value:
+            attributes = json.loads(record.value)
+            if requires_signature(attributes["type"], attributes["data"]):
+                yield Record(record.topic, record.key, sign_bytes(record.value, keyring))
+                continue
+        yield record
+
+
 async def publish(settings: Settings, *, rate: float, duration: float | None = None, count: int | None = None,
                   seed: int | None = None, stop: threading.Event | None = None, progress=None) -> int:
     """Publish scenario traffic at ``rate`` events/s; return how many were sent."""
@@ -270,7 +284,8 @@ async def publish(settings: Settings, *, rate: float, duration: float | None = N
 
     try:
         live = (lambda: datetime.now(timezone.utc)) if rate > 0 else None
-        for record in Scenario(seed=seed).events(clock=live):
+        keyring = Keyring.parse(settings.bank_signing_keys)
+        for record in signed(Scenario(seed=seed).events(clock=live), keyring):
             if stop is not None and stop.is_set():
                 break
             if duration is not None and time.monotonic() - started >= duration:
@@ -296,6 +311,9 @@ def simulate_command(settings: Settings, *, rate: float, duration: float | None,
     settings.require("kafka_bootstrap_servers")
     if duration is None and count is None:
         raise ValueError("give --duration or --count")
+    if not settings.bank_signing_keys:
+        print("refund-ledger: no BANK_SIGNING_KEYS: bank events go out unsigned and will be rejected",
+              file=sys.stderr)
     from tqdm import tqdm
 
     with tqdm(total=count, unit="event", disable=not progress) as bar:

@@ -85,6 +85,8 @@ class LocalStack:
     kafka: EmbeddedKafka | None = None
     postgres: EmbeddedPostgres | None = None
     children: list[ServiceProcess] = field(default_factory=list)
+    keys_file: Path | None = None
+    demo_keys: bool = False
 
     def start_servers(self, settings: Settings) -> Settings:
         """Embedded broker and database unless configured; the settings that point at them."""
@@ -95,7 +97,23 @@ class LocalStack:
         if not settings.database_url:
             self.postgres = EmbeddedPostgres().start()
             settings = settings.with_(database_url=self.postgres.url)
-        return settings.with_(audit_api_secret=settings.audit_api_secret or secrets.token_urlsafe(48))
+        settings = settings.with_(audit_api_secret=settings.audit_api_secret or secrets.token_urlsafe(48))
+        return self.bank_keys(settings)
+
+    def bank_keys(self, settings: Settings) -> Settings:
+        """Configured bank signing keys, or DEMO-ONLY keys generated now for this run (never committed),
+        written to ``run_dir`` so that the services and ``simulate`` share them."""
+        keys = settings.bank_signing_keys
+        if not keys:
+            from services.cli.simulate import BANK_CODES
+            from services.kit.signatures import demo_keys
+
+            keys = demo_keys(BANK_CODES)
+            self.demo_keys = True
+        self.keys_file = self.run_dir / "bank-signing-keys.json"
+        self.keys_file.touch(mode=0o600)
+        self.keys_file.write_text(json.dumps(keys, indent=1), encoding="utf-8")
+        return settings.with_(bank_signing_keys=keys)
 
     def start_services(self, settings: Settings) -> None:
         env = {
@@ -105,6 +123,8 @@ class LocalStack:
             "AUDIT_API_SECRET": settings.audit_api_secret,
             "KAFKA_PROFILE": settings.kafka_profile,
             "LOG_LEVEL": settings.log_level,
+            "BANK_SIGNING_KEYS": "",
+            "BANK_SIGNING_KEYS_FILE": str(self.keys_file or ""),
         }
         for name, offset in WEB_PORT_OFFSETS.items():
             self.children.append(ServiceProcess(name, {**env, "DATA_DIR": str(self.run_dir / name)},
@@ -195,6 +215,8 @@ def _print_banner(settings: Settings, stack: LocalStack, token: str, seconds: fl
     lines += [
         f"  OpenAPI          {base}/openapi.json",
         f"  Logs             {stack.run_dir}/*.log",
+        f"  Bank keys        {stack.keys_file}" + ("  (DEMO ONLY: generated for this run)" if stack.demo_keys else ""),
+        f"  simulate with    BANK_SIGNING_KEYS_FILE={stack.keys_file} refund-ledger simulate --count 1000",
         "",
         "An auditor token for this session:",
         f"  export TOKEN={token}",

@@ -23,6 +23,7 @@ from cloudevents.core.v1.event import CloudEvent
 from services.kit.errors import Rejected
 from services.kit.iban import check_saudi_iban
 from services.kit.identity import PERSON_FIELDS, check_person_id
+from services.kit.signatures import NO_KEYS, Keyring, verify
 
 __all__ = ["Envelope", "RawMessage", "Rejected", "SchemaRegistry", "parse", "write"]
 
@@ -163,8 +164,13 @@ def _check_values(data: dict[str, Any]) -> None:
                 raise Rejected("invalid_time", f"{name}: {exc}") from None
 
 
-def parse(raw: RawMessage, registry: SchemaRegistry, accepted_types: frozenset[str]) -> Envelope:
-    """Turn a raw Kafka record into a validated :class:`Envelope`."""
+def parse(raw: RawMessage, registry: SchemaRegistry, accepted_types: frozenset[str],
+          keyring: Keyring = NO_KEYS) -> Envelope:
+    """Turn a raw Kafka record into a validated :class:`Envelope`.
+
+    Bank events must carry their bank's signature, checked against ``keyring``
+    (``services.kit.signatures``); with no keys every bank event is rejected.
+    """
     attributes = _decode(raw)
     registry.validate_envelope(attributes)
     event_type = attributes["type"]
@@ -174,7 +180,9 @@ def parse(raw: RawMessage, registry: SchemaRegistry, accepted_types: frozenset[s
         raise Rejected("wrong_topic", f"event type {event_type!r} is not accepted on topic {raw.topic!r}")
     data = attributes["data"]
     registry.validate_data(event_type, data)
+    as_sent = {**attributes, "data": dict(data)}  # _check_values normalises data in place; a bank signed it as sent
     _check_values(data)
+    verify(as_sent, keyring)
     try:
         time = parse_time(attributes["time"])
     except ValueError as exc:

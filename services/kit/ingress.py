@@ -28,7 +28,8 @@ from eventsourcing.persistence import IntegrityError
 from services.kit import metrics
 from services.kit.envelope import Envelope, RawMessage, Rejected, SchemaRegistry, parse
 from services.kit.rejections import Rejection, encode_bytes
-from services.kit.store import IngressId, LedgerApplication, TimerChange, kafka_tracking
+from services.kit.signatures import Keyring
+from services.kit.store import IngressId, LedgerApplication, TimerChange, kafka_tracking, keyring_of
 from services.kit.topics import INBOUND_TYPES, is_partner_topic
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ class Ingress:
     topic_prefix: str = ""
     timer_handlers: dict[str, TimerHandler] = field(default_factory=dict)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    keyring: Keyring | None = None  # bank signing keys; None = the application's (BANK_SIGNING_KEYS)
     _positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
 
     @property
@@ -283,7 +285,8 @@ class Ingress:
         """The validated envelope, the rejection, or None for a ledger event of no use here."""
         accepted, following = self._accepted_on(message.topic)
         try:
-            envelope = parse(message, self.registry, accepted)
+            envelope = parse(message, self.registry, accepted,
+                             keyring_of(self.app) if self.keyring is None else self.keyring)
         except Rejected as rejected:
             return rejected
         if following and envelope.type not in self.handlers:

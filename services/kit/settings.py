@@ -6,9 +6,11 @@ nothing in the project reads the environment at import time.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 
@@ -44,6 +46,24 @@ def _number(env: Mapping[str, str], key: str, default: float, cast=float):
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _keyring(raw: str, path: str) -> dict[str, dict[str, str]]:
+    """BANK_SIGNING_KEYS (JSON) or the file BANK_SIGNING_KEYS_FILE names: bank code -> {key id -> secret}."""
+    from services.kit.signatures import Keyring, KeyringError
+
+    if raw.strip() and path:
+        raise SettingsError("set BANK_SIGNING_KEYS or BANK_SIGNING_KEYS_FILE, not both")
+    if path:
+        try:
+            raw = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingsError(f"BANK_SIGNING_KEYS_FILE={path!r}: {exc.strerror}") from None
+    try:
+        Keyring.from_json(raw)
+    except KeyringError as exc:
+        raise SettingsError(f"BANK_SIGNING_KEYS: {exc}") from None
+    return json.loads(raw) if raw.strip() else {}
 
 
 def _choice(env: Mapping[str, str], key: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -99,6 +119,10 @@ class Settings:
     schemas_dir: str = ""                    # SCHEMAS_DIR; empty = the repository's schemas/
     rules_file: str = ""                     # RULES_FILE; empty = services/kit/reference/rules.json
     liaisons_file: str = ""                  # LIAISONS_FILE; empty = services/kit/reference/liaisons.json
+    # Security (README "Security"): bank event signatures, encryption of stored events, keyed hashes.
+    bank_signing_keys: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)  # BANK_SIGNING_KEYS(_FILE)
+    cipher_key: str = field(default="", repr=False)  # CIPHER_KEY: base64 AES key; empty = stored events in clear
+    cipher_required: bool = False            # CIPHER_REQUIRED: refuse to start without CIPHER_KEY (prod)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -146,6 +170,9 @@ class Settings:
             schemas_dir=env.get("SCHEMAS_DIR", ""),
             rules_file=env.get("RULES_FILE", ""),
             liaisons_file=env.get("LIAISONS_FILE", ""),
+            bank_signing_keys=_keyring(env.get("BANK_SIGNING_KEYS", ""), env.get("BANK_SIGNING_KEYS_FILE", "")),
+            cipher_key=env.get("CIPHER_KEY", ""),
+            cipher_required=_flag(env, "CIPHER_REQUIRED", False),
         )
 
     def with_(self, **changes) -> Settings:
@@ -183,4 +210,13 @@ class Settings:
             "CREATE_TABLE": "y",
             "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache),
             "AGGREGATE_CACHE_FASTFORWARD": "n",
+            **self.cipher_env(),
         }
+
+    def cipher_env(self) -> dict[str, str]:
+        """The ``eventsourcing`` cipher settings: stored event state AES-GCM encrypted when CIPHER_KEY is set."""
+        if not self.cipher_key:
+            if self.cipher_required:
+                raise SettingsError("missing settings: CIPHER_KEY (CIPHER_REQUIRED is set)")
+            return {}
+        return {"CIPHER_TOPIC": "eventsourcing.cipher:AESCipher", "CIPHER_KEY": self.cipher_key}

@@ -29,6 +29,7 @@ from psycopg.sql import SQL, Identifier
 
 from services.kit.rules import Rules, load_rules
 from services.kit.settings import Settings
+from services.kit.signatures import NO_KEYS, Keyring
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ class LedgerApplication(Application):
         env["PROCESS_RECORDER_TOPIC"] = f"{IngressRecorder.__module__}:{IngressRecorder.__qualname__}"
         super().__init__(env)
         self.rules = load_rules(settings.rules_file)
+        self.keyring = Keyring.parse(settings.bank_signing_keys)
 
     def find(self, aggregate_id: UUID) -> Any:
         """The aggregate with this id, or None."""
@@ -231,6 +233,11 @@ class LedgerApplication(Application):
 def rules_of(app: LedgerApplication | None) -> Rules:
     """The application's rules; the packaged rules for handler tables built without one (checks, tests)."""
     return app.rules if isinstance(app, LedgerApplication) else load_rules()
+
+
+def keyring_of(app: LedgerApplication | None) -> Keyring:
+    """The bank signing keys the application verifies with; none for handler tables built without one."""
+    return app.keyring if isinstance(app, LedgerApplication) else NO_KEYS
 
 
 def tracking_name(topic: str, partition: int) -> str:

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.cli import processes
 from services.kit.embedded import free_port
+from tests.factories import TEST_BANK_KEYS_JSON
 
 T = TypeVar("T")
 
@@ -37,6 +38,7 @@ class ServiceProcess(processes.ServiceProcess):
 
     def __init__(self, service: str, env: dict[str, str]) -> None:
         log_path = Path(tempfile.mkdtemp(prefix=f"{service}-")) / "service.log"
+        env = {"BANK_SIGNING_KEYS": TEST_BANK_KEYS_JSON, **env}  # test-only keys, as tests.factories signs with
         super().__init__(service, {**os.environ, **env, "DATA_DIR": tempfile.mkdtemp()}, free_port(), log_path)
 
     def wait_ready(self, timeout: float = 120) -> ServiceProcess:

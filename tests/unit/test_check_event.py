@@ -15,11 +15,12 @@ from services.cli.check import TOPIC_TYPES, check_lines
 from services.kit.envelope import RawMessage, SchemaRegistry, resolve_schemas_dir
 from services.kit.ingress import Ingress
 from services.kit.settings import Settings
+from services.kit.signatures import requires_signature, sign
 from services.kit.topics import is_partner_topic
 from services.payments.service import SPEC as PAYMENTS
 from services.refunds.service import SPEC as REFUNDS
 from services.visas.service import SPEC as VISAS
-from tests.factories import IBAN_BAD_CHECKSUM, acknowledgement, payment
+from tests.factories import IBAN_BAD_CHECKSUM, TEST_KEYRING, acknowledgement, payment
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 INBOUND_SERVICES = (PAYMENTS, VISAS, REFUNDS)
@@ -32,8 +33,12 @@ def registry() -> SchemaRegistry:
 
 def line(event_type: str, data: dict, event_id: str, *, time: str = "2026-11-01T09:30:00+03:00",
          source: str = "bank/80") -> str:
-    return json.dumps({"specversion": "1.0", "id": event_id, "source": source, "type": event_type,
-                       "time": time, "data": data})
+    """One partner event; a bank event is signed with the bank's test key, as a bank would sign it."""
+    attributes = {"specversion": "1.0", "id": event_id, "source": source, "type": event_type,
+                  "time": time, "data": data}
+    if requires_signature(event_type, data):
+        attributes = sign(attributes, TEST_KEYRING)
+    return json.dumps(attributes)
 
 
 def example(event_type: str) -> dict:
@@ -76,7 +81,8 @@ def test_reads_text_lines_as_well_as_bytes(registry):
 def test_without_a_topic_every_inbound_type_is_accepted(registry):
     inbound = sorted(set().union(*TOPIC_TYPES.values()))
     lines = [line(t, example(t), f"evt-{n}") for n, t in enumerate(inbound)]
-    assert [verdict for _, verdict, _ in check_lines(lines, registry, None)] == ["accepted"] * len(inbound)
+    assert [verdict for _, verdict, _ in check_lines(lines, registry, None, TEST_KEYRING)] == \
+        ["accepted"] * len(inbound)
 
 
 def test_without_a_topic_a_ledger_event_is_still_refused(registry):
@@ -129,13 +135,25 @@ def test_judges_each_topic_as_the_service_consuming_it_does(registry):
     inbound = sorted(set().union(*TOPIC_TYPES.values()))
     disagreements = []
     for spec in INBOUND_SERVICES:
-        ingress = Ingress(app=None, service=spec.name, registry=registry, handlers=spec.handlers(None))
+        ingress = Ingress(app=None, service=spec.name, registry=registry, handlers=spec.handlers(None),
+                          keyring=TEST_KEYRING)
         for topic in (t for t in spec.inbound_topics if is_partner_topic(t)):
             for offset, event_type in enumerate(inbound):
                 value = line(event_type, example(event_type), f"evt-{offset}")
-                [(_, checked, _)] = check_lines([value], registry, topic)
+                [(_, checked, _)] = check_lines([value], registry, topic, TEST_KEYRING)
                 served = ingress._parse(RawMessage(topic, 0, offset, b"1012345672", value.encode()))
                 in_service = getattr(served, "reason_code", "accepted")
                 if checked != in_service:
                     disagreements.append(f"{event_type} on {topic}: check-event {checked}, {spec.name} {in_service}")
     assert disagreements == []
+
+
+def test_checks_bank_signatures_as_the_services_do(registry):
+    signed = line("refund.failed", example("refund.failed"), "evt-1")
+    unsigned = json.dumps({**json.loads(signed), "signature": None, "signaturekeyid": None})
+    unsigned = json.dumps({k: v for k, v in json.loads(unsigned).items() if v is not None})
+    forged = json.dumps({**json.loads(signed), "source": "bank/20"})
+    verdicts = [v for _, v, _ in check_lines([signed, unsigned, forged], registry, "bank-returns", TEST_KEYRING)]
+    assert verdicts == ["accepted", "unsigned_event", "wrong_signer"]
+    [(_, without_keys, _)] = check_lines([signed], registry, "bank-returns")
+    assert without_keys == "no_signing_keys"

@@ -9,12 +9,19 @@ from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
 
-from services.cli.simulate import Scenario
+from services.cli.simulate import Scenario, signed
 from services.kit.envelope import RawMessage, SchemaRegistry, parse
 from services.kit.topics import INBOUND_TYPES
+from tests.factories import TEST_KEYRING
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 START = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+
+
+def bank_signed(record, n: int) -> RawMessage:
+    """A simulated record as published: bank events signed (test keys standing in for the demo keys)."""
+    [record] = signed(iter([record]), TEST_KEYRING)
+    return RawMessage(record.topic, 0, n, record.key, record.value)
 
 
 def traffic(seed: int, n: int = 5000) -> list:
@@ -33,8 +40,7 @@ def test_every_event_is_valid_for_its_topic_and_every_journey_appears():
     registry = SchemaRegistry(SCHEMAS)
     kinds: Counter = Counter()
     for n, record in enumerate(traffic(11)):
-        envelope = parse(RawMessage(record.topic, 0, n, record.key, record.value), registry,
-                         INBOUND_TYPES[record.topic])
+        envelope = parse(bank_signed(record, n), registry, INBOUND_TYPES[record.topic], TEST_KEYRING)
         assert envelope.time <= START.replace(year=2027), "no event is dated far in the future"
         data = envelope.data
         if envelope.type == "refund.requested":
@@ -59,7 +65,6 @@ def test_live_traffic_is_never_dated_in_the_future():
     registry = SchemaRegistry(SCHEMAS)
     now = datetime.now(timezone.utc)
     for n, record in enumerate(islice(Scenario(seed=3).events(clock=lambda: now), 3000)):
-        envelope = parse(RawMessage(record.topic, 0, n, record.key, record.value), registry,
-                         INBOUND_TYPES[record.topic])
+        envelope = parse(bank_signed(record, n), registry, INBOUND_TYPES[record.topic], TEST_KEYRING)
         times = [envelope.time, *(envelope.at(k) for k in envelope.data if k.endswith("_at"))]
         assert max(times) <= now, (envelope.type, envelope.data)
