@@ -11,7 +11,7 @@ from services.kit.errors import Rejected
 
 PERSON_ID = re.compile(r"^[12][0-9]{9}$")
 #: The fields of inbound data that name a person.
-PERSON_FIELDS = frozenset({"beneficiary_id", "payer_id", "sponsor_id"})
+PERSON_FIELDS = frozenset({"beneficiary_id", "payer_id", "sponsor_id", "person_id"})
 
 
 def is_person_id(value: str) -> bool:

@@ -17,6 +17,8 @@ INBOUND_TYPES: dict[str, frozenset[str]] = {
     # Decisions of agency staff on queued refunds (Jawazat: Absher pre-SADAD requests; MoFA: visa
     # refunds in manual review), published by the audit API.
     "refund-decisions": frozenset({"refund.approved", "refund.declined"}),
+    # Absher: where a person (beneficiary or sponsor) is told, their registered mobile and email.
+    "contacts": frozenset({"contact.updated"}),
 }
 INBOUND_TOPICS = tuple(INBOUND_TYPES)
 LEDGER_TOPICS = ("ledger.payments", "ledger.visas", "ledger.refunds", "ledger.notifications")

@@ -56,6 +56,10 @@ NOT_FOR_CITIZENS = {
     "ledger.visa.refund_started": "refund.requested.visa / .manual_review says it",
     # NIC's status is visible in Absher; a status without money speaks as ledger.refund.status_mismatch
     "ledger.visa.status_changed": "refund.status_mismatch says it when no money follows",
+    # the notifier's own record of what it told whom: the telling itself, not a state change to tell
+    "ledger.notification.sent": "it is the message",
+    "ledger.notification.dead_lettered": "the message could not be delivered; MoF staff see it in the timeline",
+    "ledger.notification.superseded": "a later message of the same burst said it",
 }
 
 VISA_REFUND_ID = visa_refund_id("1012345672", "1448001238", "3")  # opaque: V-<16 hex>
@@ -506,3 +510,14 @@ def test_bilingual_email_puts_arabic_first(catalogue):
     email = catalogue.render_bilingual("refund.completed", "email", data)
     assert email.subject == "اكتمال الاسترداد RR-80-000123 | Refund RR-80-000123 completed"
     assert email.body.index("عزيزي المستفيد") < email.body.index("Dear beneficiary")
+
+
+def test_a_reminder_is_the_same_message_marked_with_its_number_in_each_language(catalogue):
+    facts = {"refund_id": "R-9", "beneficiary_id": "1012345672", "agency": "JAWAZAT", "route": "BANK",
+             "state": "ORDERED", "owner": "BANK", "deadline": "2026-11-04T23:59:59+03:00",
+             "marked_at": "2026-11-05T00:00:05+03:00"}
+    first = catalogue.render("escalation.refund.overdue", "en", "email", facts)
+    second = catalogue.render("escalation.refund.overdue", "en", "email", facts, reminder=2)
+    assert second.subject == f"Reminder 2: {first.subject}" and second.body == first.body
+    arabic = catalogue.render("escalation.refund.overdue", "ar", "sms", facts, reminder=1)
+    assert arabic.body.startswith("تذكير رقم 1: ")

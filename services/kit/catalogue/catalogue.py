@@ -339,6 +339,9 @@ class _Checker:
         for audience in AUDIENCES:
             paragraphs = _as_list(footers.get(audience))
             self._template(f"{code} email footer for {audience}", "\n\n".join(map(str, paragraphs)), constants)
+        reminder = (lang.get("email") or {}).get("reminder")
+        if not isinstance(reminder, str) or _identifiers(reminder) != {"reminder", "text"}:
+            self.add(f"{code} email.reminder must be a text using exactly ${{reminder}} and ${{text}}")
 
     def _check_message_texts(self, code: str, script: str, texts: Mapping[str, Any]) -> None:
         constants = set(self.constants)
@@ -422,6 +425,7 @@ class _Language:
         self.fallback_bank: str = raw["fallbacks"]["bank"]
         self.footers = {audience: Template("\n\n".join(paragraphs))
                         for audience, paragraphs in raw["email"]["footer"].items()}
+        self.reminder = Template(raw["email"]["reminder"])
         self.parts = {key: {part: Template(text) for part, text in _text_parts(entry).items()}
                       for key, entry in raw["messages"].items()}
         self.faq: Mapping[str, Mapping[str, str]] = raw["faq"]
@@ -508,7 +512,8 @@ class Catalogue:
 
     # ------------------------------------------------------------------ rendering
 
-    def render(self, key: str, language: str, channel: str, facts: Mapping[str, Any]) -> Rendered:
+    def render(self, key: str, language: str, channel: str, facts: Mapping[str, Any],
+               reminder: int = 0) -> Rendered:
         """The message ``key`` in ``language`` for ``channel`` ("sms", "email" or "console").
 
         ``facts`` are the ledger event's data (or the case's facts): raw values, e.g.
@@ -531,13 +536,18 @@ class Catalogue:
         values.update(self.constants)
         subject = templates["subject"].substitute(values) if "subject" in templates else None
         body = templates["body"].substitute(values)
+        if reminder:  # the n-th reminder of an escalation still open: the same words, marked as such
+            if subject is not None:
+                subject = lang.reminder.substitute(reminder=reminder, text=subject)
+            else:
+                body = lang.reminder.substitute(reminder=reminder, text=body)
         if channel == "email":
             body = f"{body}\n\n{lang.footers[message.audience].substitute(self.constants)}"
         return Rendered(subject=subject, body=body)
 
-    def render_bilingual(self, key: str, channel: str, facts: Mapping[str, Any]) -> Rendered:
+    def render_bilingual(self, key: str, channel: str, facts: Mapping[str, Any], reminder: int = 0) -> Rendered:
         """One message in every language, the first language (Arabic) first."""
-        each = [self.render(key, code, channel, facts) for code in self.languages]
+        each = [self.render(key, code, channel, facts, reminder) for code in self.languages]
         subjects = [r.subject for r in each if r.subject is not None]
         separator = "\n" if channel == "sms" else "\n\n----------\n\n"
         return Rendered(subject=" | ".join(subjects) if subjects else None,
