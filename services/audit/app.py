@@ -14,16 +14,19 @@ from services.audit.api import create_api
 from services.audit.refunds_api import Decide, create_refunds_router
 from services.audit.search_api import create_search_router
 from services.audit.visas_api import create_visas_router
+from services.kit import liaisons
 from services.kit.rules import Rules
 from services.kit.web import add_request_metrics
 
 
 def build_api(pool_of: Callable[[], asyncpg.Pool | None], secret: str, rules: Rules, decide: Decide | None,
               health_routes: Callable[[FastAPI], None],
-              clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> FastAPI:
+              clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+              liaisons_file: str = "") -> FastAPI:
+    registry = liaisons.registry(liaisons_file)
     api = create_api(pool_of, secret, health_routes, routers=[
-        lambda pool: create_refunds_router(pool, secret, rules, decide, clock),
-        lambda pool: create_visas_router(pool, secret, rules, clock),
+        lambda pool: create_refunds_router(pool, secret, rules, decide, clock, registry),
+        lambda pool: create_visas_router(pool, secret, rules, clock, registry),
         lambda pool: create_access_router(pool, secret),
         lambda pool: create_search_router(pool, secret),
     ])

@@ -70,11 +70,12 @@ async def _payment_recorded(conn: asyncpg.Connection, e: LedgerEvent) -> None:
     d = e.data
     await conn.execute(
         "INSERT INTO audit.payments (payment_id, beneficiary_id, payer_id, payer_iban, agency, "
-        "service_code, amount, currency, channel, bank_code, third_party_payer, paid_at, recorded_at) "
-        "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) ON CONFLICT (payment_id) DO NOTHING",
+        "service_code, amount, currency, channel, bank_code, third_party_payer, paid_at, recorded_at, "
+        "sadad_bill_number) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) "
+        "ON CONFLICT (payment_id) DO NOTHING",
         d["payment_id"], d["beneficiary_id"], d["payer_id"], d["payer_iban"], d["agency"],
         d["service_code"], d["amount"], d["currency"], d["channel"], bank_code(d["payer_iban"]),
-        d["third_party_payer"], parse_time(d["paid_at"]), e.recorded_at)
+        d["third_party_payer"], parse_time(d["paid_at"]), e.recorded_at, d.get("sadad_bill_number"))
 
 
 async def _payment_acknowledged(conn: asyncpg.Connection, e: LedgerEvent) -> None:
@@ -227,6 +228,8 @@ PROJECTORS: dict[str, Projector] = {
     "ledger.refund.ordered": _refund_update(
         "state = 'ORDERED', ordered_at = $2, decided_by = COALESCE($3::text, decided_by), "
         "decided_at = CASE WHEN $3::text IS NULL THEN decided_at ELSE $2 END", "ordered_at", "decided_by"),
+    "ledger.refund.approval_recorded": _refund_update(
+        "first_approved_at = $2, first_approved_by = $3", "approved_at", "approved_by"),
     "ledger.refund.rejected": _refund_update(
         "state = 'REJECTED', decided_at = $2, decided_by = $3, rejection_rule = $4, rejection_reason = $5",
         "rejected_at", "decided_by", "rule", "reason"),

@@ -64,6 +64,20 @@ class RefundSummary(BaseModel):
     requested_at: str
     next_step_owner: str | None
     sla: Sla
+    awaiting_second_approval: bool = Field(
+        description="Four eyes: a first employee approved; a second, different one must approve before the order.")
+    first_approved_by: str | None = Field(description="Who made the first approval (four eyes), if anyone.")
+    first_approved_at: str | None
+
+
+class LiaisonView(BaseModel):
+    """Whom to call at the agency owning the next step (``reference/liaisons.json``)."""
+
+    agency: str
+    name: dict[str, str] = Field(description="The liaison's name by language (ar, en).")
+    role: str
+    phone: str
+    email: str
 
 
 class RefundPage(BaseModel):
@@ -72,6 +86,8 @@ class RefundPage(BaseModel):
 
 
 class RefundCaseView(RefundSummary):
+    liaison: LiaisonView | None = Field(description="The liaison of the agency owning the next step; "
+                                                    "null once the case is closed.")
     tell_the_citizen: dict[str, str] | None = Field(
         description="What to tell the citizen, by language (Arabic first): the approved catalogue's words.")
     time_by_agency: dict[str, float] = Field(
@@ -117,6 +133,18 @@ class DecisionAccepted(BaseModel):
     refund_id: str
     decision: Literal["approved", "declined"]
     command_id: str = Field(description="The CloudEvent id of the decision sent to the refunds service.")
+    second_approval_needed: bool = Field(
+        False, description="Four eyes: this is the first approval of an amount above the threshold; the case "
+                           "stays in the queue until a second, different employee approves.")
+
+
+def liaison_view(registry: liaisons.Registry, agency: str | None, iban: str | None) -> LiaisonView | None:
+    """The liaison of ``agency`` (a bank's own when the IBAN names one); None when no one owns a next step."""
+    if agency is None:
+        return None
+    contact = registry.for_agency(agency, iban)
+    return LiaisonView(agency=contact.agency, name={"ar": contact.name_ar, "en": contact.name}, role=contact.role,
+                       phone=contact.phone, email=contact.email)
 
 
 #: Who holds a case before and after its bank order, by route.
@@ -197,6 +225,8 @@ def summary(row: asyncpg.Record, principal: Principal, calendar: BusinessCalenda
         "requested_at": local(row["requested_at"]),
         "next_step_owner": next_owner(row["state"], row["route"]),
         "sla": sla_of(row, calendar, now),
+        "awaiting_second_approval": row["first_approved_by"] is not None and row["state"] == "JAWAZAT_QUEUE",
+        "first_approved_by": row["first_approved_by"], "first_approved_at": local(row["first_approved_at"]),
     }
 
 
@@ -275,8 +305,10 @@ def refund_filters(status: str | None, route: str | None, agency: str | None, fr
 
 def create_refunds_router(
         pool: Pool, secret: str, rules: Rules, decide: Decide | None,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> APIRouter:
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        registry: liaisons.Registry | None = None) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
+    contacts = registry or liaisons.registry()
     calendar = BusinessCalendar.from_rules(rules)
     reader = require(READ_ROLES, secret)
 
@@ -331,6 +363,7 @@ def create_refunds_router(
         now = clock()
         return RefundCaseView(
             **summary(row, principal, calendar, now), tell_the_citizen=citizen_line(row, now),
+            liaison=liaison_view(contacts, next_owner(row["state"], row["route"]), row["iban"]),
             time_by_agency=time_by_agency(row, now),
             route_owner=row["route_owner"],
             rules_version=row["rules_version"], third_party_payer=row["third_party_payer"],
@@ -361,7 +394,7 @@ def create_refunds_router(
             next_cursor=next_cursor)
 
     for queue in QUEUES:
-        add_queue_routes(router, queue, pool, secret, calendar, decide, clock)
+        add_queue_routes(router, queue, pool, secret, calendar, decide, clock, rules)
     return router
 
 
@@ -386,11 +419,12 @@ QUEUES = (
 
 
 def add_queue_routes(router: APIRouter, queue: Queue, pool: Pool, secret: str, calendar: BusinessCalendar,
-                     decide: Decide | None, clock: Callable[[], datetime]) -> None:
+                     decide: Decide | None, clock: Callable[[], datetime], rules: Rules) -> None:
     """``GET {path}/queue`` and ``POST {path}/refunds/{id}/approve|reject`` for one queue."""
     reader, decider = require(queue.readers, secret), require(queue.deciders, secret)
     tag = queue.path.strip("/")
-    answers = {404: {"description": "No such refund"}, 409: {"description": "Not waiting in this queue"}}
+    answers = {404: {"description": "No such refund"},
+               409: {"description": "Not waiting in this queue, or (four eyes) the caller made its first approval"}}
 
     async def waiting(
         principal: Annotated[Principal, Depends(reader)],
@@ -404,28 +438,42 @@ def add_queue_routes(router: APIRouter, queue: Queue, pool: Pool, secret: str, c
         return RefundPage(items=[RefundSummary(**summary(r, principal, calendar, now)) for r in page],
                           next_cursor=next_cursor)
 
+    four_eyes = queue.state == "JAWAZAT_QUEUE"  # the rules' threshold applies to Jawazat decisions
+
     async def send(refund_id: str, principal: Principal, db: asyncpg.Pool, event_type: str,
-                   extra: dict[str, Any]) -> str:
+                   extra: dict[str, Any]) -> tuple[str, bool]:
+        """Send the decision; its command id, and whether (four eyes) a second approval is still needed."""
         if decide is None:
             raise HTTPException(503, "decisions cannot be sent right now")
         async with db.acquire() as conn:
-            state = await conn.fetchval("SELECT state FROM audit.refunds WHERE refund_id = $1", refund_id)
-        if state is None:
+            row = await conn.fetchrow("SELECT state, amount, first_approved_by FROM audit.refunds "
+                                      "WHERE refund_id = $1", refund_id)
+        if row is None:
             raise HTTPException(404, f"refund {refund_id} is not in the ledger")
         if len(principal.subject) > MAX_DECIDER:
             raise HTTPException(422, f"the token's subject is longer than {MAX_DECIDER} characters")
+        state = row["state"]
         if state != queue.state:
             raise HTTPException(409, f"refund {refund_id} is {state.lower()}, not waiting in the {queue.agency} queue")
-        return await decide(event_type, {"refund_id": refund_id, "queue": queue.state,
-                                         "decided_by": principal.subject, "decided_at": clock().isoformat(), **extra})
+        first_of_two = False
+        if event_type == "refund.approved" and four_eyes and rules.needs_four_eyes(row["amount"]):
+            if row["first_approved_by"] == principal.subject:
+                raise HTTPException(409, f"four eyes: you made the first approval of refund {refund_id}; "
+                                         f"a second, different {queue.agency} employee must approve it")
+            first_of_two = row["first_approved_by"] is None
+        command_id = await decide(event_type, {"refund_id": refund_id, "queue": queue.state,
+                                               "decided_by": principal.subject, "decided_at": clock().isoformat(),
+                                               **extra})
+        return command_id, first_of_two
 
     async def approve(
         refund_id: Annotated[str, Path(pattern=ID_PATTERN)],
         principal: Annotated[Principal, Depends(decider)],
         db: Annotated[asyncpg.Pool, Depends(pool)],
     ) -> DecisionAccepted:
-        command_id = await send(refund_id, principal, db, "refund.approved", {})
-        return DecisionAccepted(refund_id=refund_id, decision="approved", command_id=command_id)
+        command_id, first_of_two = await send(refund_id, principal, db, "refund.approved", {})
+        return DecisionAccepted(refund_id=refund_id, decision="approved", command_id=command_id,
+                                second_approval_needed=first_of_two)
 
     async def reject(
         refund_id: Annotated[str, Path(pattern=ID_PATTERN)],
@@ -433,14 +481,15 @@ def add_queue_routes(router: APIRouter, queue: Queue, pool: Pool, secret: str, c
         principal: Annotated[Principal, Depends(decider)],
         db: Annotated[asyncpg.Pool, Depends(pool)],
     ) -> DecisionAccepted:
-        command_id = await send(refund_id, principal, db, "refund.declined", {"reason": decision.reason})
+        command_id, _ = await send(refund_id, principal, db, "refund.declined", {"reason": decision.reason})
         return DecisionAccepted(refund_id=refund_id, decision="declined", command_id=command_id)
 
     router.add_api_route(f"{queue.path}/queue", waiting, methods=["GET"], response_model=RefundPage, tags=[tag],
                          name=f"{tag}_queue", summary=f"{queue.waiting} waiting for {queue.agency}, oldest first")
     router.add_api_route(f"{queue.path}/refunds/{{refund_id}}/approve", approve, methods=["POST"], status_code=202,
                          response_model=DecisionAccepted, tags=[tag], responses=answers, name=f"{tag}_approve",
-                         summary=f"{queue.agency} approves: the refunds service orders the bank to pay")
+                         summary=f"{queue.agency} approves: the refunds service orders the bank to pay "
+                                 "(above the four-eyes amount, after a second, different employee approves)")
     router.add_api_route(f"{queue.path}/refunds/{{refund_id}}/reject", reject, methods=["POST"], status_code=202,
                          response_model=DecisionAccepted, tags=[tag], responses=answers, name=f"{tag}_reject",
                          summary=f"{queue.agency} rejects, with the reason the citizen is told")

@@ -188,3 +188,12 @@ CREATE INDEX IF NOT EXISTS payments_payer_iban ON audit.payments (payer_iban);
 CREATE INDEX IF NOT EXISTS payments_payer ON audit.payments (payer_id);
 CREATE INDEX IF NOT EXISTS refunds_iban ON audit.refunds (iban);
 CREATE INDEX IF NOT EXISTS refunds_bank_reference ON audit.refunds (bank_reference) WHERE bank_reference IS NOT NULL;
+
+-- Four eyes: the first approval of a refund above the rules' amount (the maker), until a different checker approves.
+ALTER TABLE audit.refunds ADD COLUMN IF NOT EXISTS first_approved_by text;
+ALTER TABLE audit.refunds ADD COLUMN IF NOT EXISTS first_approved_at timestamptz;
+
+-- The SADAD bill number of a payment made through SADAD (a key the citizen reads off the bill).
+ALTER TABLE audit.payments ADD COLUMN IF NOT EXISTS sadad_bill_number text;
+CREATE INDEX IF NOT EXISTS payments_sadad_bill ON audit.payments (sadad_bill_number)
+    WHERE sadad_bill_number IS NOT NULL;

@@ -135,6 +135,7 @@ def build_worker(settings: Settings) -> tuple[faust.App, AuditRuntime]:
                 await read_model_gauges(runtime.pool)
 
     api = build_api(lambda: runtime.pool, settings.audit_api_secret, load_rules(settings.rules_file),
-                    runtime.decide, lambda target: add_operational_routes(target, runtime.health))
+                    runtime.decide, lambda target: add_operational_routes(target, runtime.health),
+                    liaisons_file=settings.liaisons_file)
     serve_asgi(app, api, host=settings.audit_api_host, port=settings.audit_api_port, log_level="warning")
     return app, runtime

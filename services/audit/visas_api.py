@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from services.audit.api import ID_PATTERN, PERSON_PATTERN, Pool, _pii, _timeline, local, require
-from services.audit.refunds_api import READ_ROLES, Sla, keyset_page, sla_of
+from services.audit.refunds_api import READ_ROLES, LiaisonView, Sla, keyset_page, liaison_view, next_owner, sla_of
+from services.kit import liaisons
 from services.kit.auth import Principal
 from services.kit.calendar import BusinessCalendar
 from services.kit.rules import Rules
@@ -42,6 +43,8 @@ class VisaCase(BaseModel):
     refunded_at: str | None
     bank_reference: str | None
     sla: Sla | None
+    next_step_owner: str | None = Field(description="The agency owning the refund's next step, while it is open.")
+    liaison: LiaisonView | None = Field(description="Whom to call at that agency.")
     timeline: list[Any]
 
 
@@ -61,8 +64,10 @@ class MismatchPage(BaseModel):
 
 
 def create_visas_router(pool: Pool, secret: str, rules: Rules,
-                        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> APIRouter:
+                        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                        registry: liaisons.Registry | None = None) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
+    contacts = registry or liaisons.registry()
     calendar = BusinessCalendar.from_rules(rules)
     reader = require(READ_ROLES, secret)
 
@@ -86,6 +91,7 @@ def create_visas_router(pool: Pool, secret: str, rules: Rules,
                 "SELECT event_id, type, source, origin_source, origin_type, occurred_at, recorded_at "
                 "FROM audit.ledger_events WHERE visa_key = $1 OR ($2::text IS NOT NULL AND refund_id = $2) "
                 "ORDER BY occurred_at, recorded_at, event_id", key, refund["refund_id"] if refund else None)
+        owner = next_owner(refund["state"], refund["route"]) if refund else None
         return VisaCase(
             sponsor_id=_pii(sponsor_id, principal), export_number=export_number, serial_number=serial_number,
             visa_type=visa["visa_type"], payment_id=visa["payment_id"], fee=visa["fee"],
@@ -97,7 +103,9 @@ def create_visas_router(pool: Pool, secret: str, rules: Rules,
             refund_id=refund["refund_id"] if refund else None, refund_state=refund["state"] if refund else None,
             refunded_at=local(refund["completed_at"]) if refund else None,
             bank_reference=refund["bank_reference"] if refund else None,
-            sla=sla_of(refund, calendar, clock()) if refund else None, timeline=_timeline(events))
+            sla=sla_of(refund, calendar, clock()) if refund else None,
+            next_step_owner=owner, liaison=liaison_view(contacts, owner, refund["iban"] if refund else None),
+            timeline=_timeline(events))
 
     @router.get("/visas/status-mismatches", response_model=MismatchPage, tags=["exceptions"])
     async def status_mismatches(

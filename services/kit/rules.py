@@ -48,6 +48,12 @@ class Rules:
     timezone: str
     extra_holidays: tuple[date, ...]
     cancelled_holidays: tuple[date, ...]
+    #: Above this amount (halalas) a Jawazat approval needs a second, different employee (four eyes);
+    #: None: one approval suffices at any amount.
+    four_eyes_above: int | None = None
+
+    def needs_four_eyes(self, amount: int) -> bool:
+        return self.four_eyes_above is not None and amount > self.four_eyes_above
 
     def route(self, name: str) -> Route:
         try:
@@ -76,11 +82,20 @@ class Rules:
                 timezone=calendar["timezone"],
                 extra_holidays=tuple(date.fromisoformat(d) for d in calendar.get("extra_holidays", [])),
                 cancelled_holidays=tuple(date.fromisoformat(d) for d in calendar.get("cancelled_holidays", [])),
+                four_eyes_above=_halalas(raw.get("four_eyes_above_halalas")),
             )
         except KeyError as error:
             raise RulesError(f"rules file is missing {error.args[0]!r}") from None
         except (TypeError, ValueError) as error:
             raise RulesError(f"rules file has a wrong value: {error}") from None
+
+
+def _halalas(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"four_eyes_above_halalas must be a whole number of halalas >= 0, not {value!r}")
+    return value
 
 
 def load_rules(path: str | Path | None = None) -> Rules:

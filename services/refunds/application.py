@@ -127,13 +127,15 @@ class Refunds:
 
     def approve(self, uow: UnitOfWork, envelope: Envelope) -> None:
         """Staff approved a queued refund (Jawazat: Absher; MoFA: manual review): the bank is ordered to pay.
+        Above the rules' four-eyes amount a Jawazat approval needs a second, different employee first.
         Repeats change nothing."""
         d = envelope.data
         case = _case(uow, d["refund_id"])
         if case is None:
             raise UnknownRefund(f"refund {d['refund_id']} is not known to the ledger")
         case.check_awaits_decision(d["queue"])
-        case.order(at=envelope.at("decided_at"), origin=envelope.origin, decided_by=d["decided_by"])
+        four_eyes = d["queue"] == "JAWAZAT_QUEUE" and self.rules.needs_four_eyes(case.amount)
+        case.approve(by=d["decided_by"], at=envelope.at("decided_at"), origin=envelope.origin, four_eyes=four_eyes)
         self._apply_parked(uow, case)
 
     def decline(self, uow: UnitOfWork, envelope: Envelope) -> None:

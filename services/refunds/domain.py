@@ -53,6 +53,12 @@ class NotAwaitingDecision(RefundsError):
     reason_code = "not_awaiting_decision"
 
 
+class SameApprover(RefundsError):
+    """Raised when the employee who made a first approval tries to be its second approver too."""
+
+    reason_code = "four_eyes_same_approver"
+
+
 class AlreadyClosed(RefundsError):
     """Raised when a bank return arrives for a refund that was already closed differently."""
 
@@ -86,6 +92,7 @@ class RefundCase(Aggregate):
         self.overdue = False
         self.bank_reference: str | None = None
         self.closed_at: datetime | None = None
+        self.first_approved_by: str | None = None  # four eyes: the maker, waiting for a different checker
 
     FACTS = ("beneficiary_id", "agency", "service_code", "amount", "iban", "channel", "requested_at")
 
@@ -123,6 +130,32 @@ class RefundCase(Aggregate):
         decided = self.state in {"ORDERED", "REJECTED", "COMPLETED", "FAILED"} and self.route == queued_route
         if self.state != queue and not decided:  # a repeated decision on a decided case changes nothing
             raise NotAwaitingDecision(f"refund {self.refund_id} is {self.state.lower()}, not in the {queue} queue")
+
+    def approve(self, *, by: str, at: datetime, origin: dict[str, Any], four_eyes: bool) -> None:
+        """An employee approves the queued case. With ``four_eyes`` (above the rules' amount) the first
+        approval is recorded and the case stays in the queue; the bank is ordered only when a second,
+        different employee approves. The maker can never be the checker. Once ordered, repeats change nothing."""
+        if self.state not in {"JAWAZAT_QUEUE", "MANUAL_REVIEW"}:
+            return
+        if four_eyes:
+            if self.first_approved_by is None:
+                self._first_approved(refund_id=self.refund_id, beneficiary_id=self.beneficiary_id,
+                                     amount=self.amount, queue=self.state, approved_by=by, approved_at=at,
+                                     origin=origin)
+                return
+            self.check_not_maker(by)
+        self.order(at=at, origin=origin, decided_by=by)
+
+    def check_not_maker(self, by: str) -> None:
+        """Raise SameApprover if ``by`` made the first approval of this case."""
+        if self.first_approved_by is not None and by == self.first_approved_by:
+            raise SameApprover(f"refund {self.refund_id}: {by} made the first approval; four eyes need a "
+                               f"second, different employee to approve it")
+
+    @event("FirstApproved")
+    def _first_approved(self, refund_id: str, beneficiary_id: str, amount: int, queue: str, approved_by: str,
+                        approved_at: datetime, origin: dict[str, Any]) -> None:
+        self.first_approved_by = approved_by
 
     def reject(self, *, rule: str, reason: str, at: datetime, decided_by: str, origin: dict[str, Any]) -> None:
         """The request broke a rule (or an employee refused it): closed with the reason, once."""

@@ -40,6 +40,14 @@ def _ordered(event: RefundCase.Ordered) -> list[Outbound]:
     ]
 
 
+def _first_approved(event: RefundCase.FirstApproved) -> Outbound:
+    return Outbound(TOPIC, event.beneficiary_id, "ledger.refund.approval_recorded", event.approved_at, {
+        "refund_id": event.refund_id, "beneficiary_id": event.beneficiary_id, "amount": event.amount,
+        "queue": event.queue, "approved_by": event.approved_by, "approved_at": event.approved_at.isoformat(),
+        "origin": event.origin,
+    }, subject=f"refund/{event.refund_id}")
+
+
 def _rejected(event: RefundCase.Rejected) -> Outbound:
     return Outbound(TOPIC, event.beneficiary_id, "ledger.refund.rejected", event.rejected_at, {
         "refund_id": event.refund_id, "beneficiary_id": event.beneficiary_id, "rule": event.rule,
@@ -85,6 +93,7 @@ def _status_mismatch(event: StatusMismatch.Flagged) -> Outbound:
 TRANSLATIONS: dict[type, Any] = {
     RefundCase.Opened: _opened,
     RefundCase.Ordered: _ordered,
+    RefundCase.FirstApproved: _first_approved,  # four eyes
     RefundCase.Rejected: _rejected,
     RefundCase.Completed: _completed,
     RefundCase.Failed: _failed,

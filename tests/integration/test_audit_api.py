@@ -325,7 +325,7 @@ LISTS = [e for e in ENDPOINTS if e.paginated]
 
 
 #: Required query parameters of endpoints that have them.
-QUERY_VALUES = {"/api/v1/search": {"q": PATH_VALUES["payment_id"]}, "/api/v1/search.csv": {"q": PATH_VALUES["payment_id"]}}
+QUERY_VALUES = {path: {"q": PATH_VALUES["payment_id"]} for path in ("/api/v1/search", "/api/v1/search.csv")}
 
 
 async def call(client: httpx.AsyncClient, endpoint: Endpoint, headers: dict[str, str]) -> httpx.Response:
@@ -777,10 +777,14 @@ async def test_a_decision_is_accepted_and_handed_on_with_the_employee_and_queue(
         await queue_client.post(f"/api/v1/reviews/refunds/{VISA_REVIEW}/reject", headers=mofa, json=reason),
     ]
     assert [(a.status_code, a.json()) for a in answers] == [
-        (202, {"refund_id": "AB-1", "decision": "approved", "command_id": "decision-1"}),
-        (202, {"refund_id": "AB-2", "decision": "declined", "command_id": "decision-2"}),
-        (202, {"refund_id": VISA_REVIEW, "decision": "approved", "command_id": "decision-3"}),
-        (202, {"refund_id": VISA_REVIEW, "decision": "declined", "command_id": "decision-4"})]
+        (202, {"refund_id": "AB-1", "decision": "approved", "command_id": "decision-1",
+               "second_approval_needed": False}),
+        (202, {"refund_id": "AB-2", "decision": "declined", "command_id": "decision-2",
+               "second_approval_needed": False}),
+        (202, {"refund_id": VISA_REVIEW, "decision": "approved", "command_id": "decision-3",
+               "second_approval_needed": False}),
+        (202, {"refund_id": VISA_REVIEW, "decision": "declined", "command_id": "decision-4",
+               "second_approval_needed": False})]
     at = "2026-11-09T12:00:00+03:00"
     assert decisions.sent == [
         ("refund.approved", {"refund_id": "AB-1", "queue": "JAWAZAT_QUEUE", "decided_by": "jawazat:e.alharbi",
