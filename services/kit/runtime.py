@@ -147,6 +147,7 @@ class LedgerRuntime(Service):
         self.application: LedgerApplication | None = None
         self.ingress: Ingress | None = None
         self.relay: OutboxRelay | None = None
+        self.tasks: list[asyncio.Future] = []
         self.health.set_problem("startup", "starting")
 
     async def on_start(self) -> None:
@@ -166,8 +167,7 @@ class LedgerRuntime(Service):
         self.add_future(self.relay.run(self.stopping))
         if self.ingress.timer_handlers:
             self.add_future(self._fire_timers())
-        for task in self.spec.tasks(self) if self.spec.tasks else ():
-            self.add_future(task)
+        self.tasks = [self.add_future(task) for task in (self.spec.tasks(self) if self.spec.tasks else ())]
         self.health.add_check("database", self._ping_database)
         self.health.add_check("broker", self._ping_broker)
         self.health.set_problem("startup", None)
@@ -186,6 +186,8 @@ class LedgerRuntime(Service):
     async def on_stop(self) -> None:
         """SIGTERM: the batch in hand finishes (no new one starts), the outbox is flushed, then close."""
         self.stopping.set()
+        if self.tasks:  # they watch `stopping`: let each finish the work in hand (e.g. record what it sent)
+            await asyncio.wait(self.tasks, timeout=self.settings.shutdown_grace / 4)
         async with self.writing:
             if self.relay is not None:
                 drained = await self.relay.drain(timeout=self.settings.shutdown_grace / 2)
