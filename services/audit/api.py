@@ -71,6 +71,7 @@ class PaymentCase(BaseModel):
     amount: int
     currency: str
     channel: str
+    sadad_bill_number: str | None
     bank: BankView
     paid_at: str
     recorded_at: str
@@ -187,7 +188,8 @@ def create_router(pool: Pool, secret: str) -> APIRouter:
             payer_id=_pii(row["payer_id"], principal), payer_iban=_pii(row["payer_iban"], principal),
             third_party_payer=row["third_party_payer"], agency=row["agency"],
             service_code=row["service_code"], amount=row["amount"], currency=row["currency"],
-            channel=row["channel"], bank=BankView(code=row["bank_code"], name=bank_name(row["payer_iban"])),
+            channel=row["channel"], sadad_bill_number=row["sadad_bill_number"],
+            bank=BankView(code=row["bank_code"], name=bank_name(row["payer_iban"])),
             paid_at=local(row["paid_at"]), recorded_at=local(row["recorded_at"]),
             acknowledged_at=local(row["acknowledged_at"]), refund_state=row["refund_state"],
             refunded_at=local(row["refunded_at"]), timeline=_timeline(events),

@@ -1,5 +1,5 @@
 """``GET /api/v1/search?q=``: one box for every key a citizen can read out over the phone:
-national ID / iqama, payment ID, refund ID, bank reference, IBAN (exact), and a visa as
+national ID / iqama, payment ID, SADAD bill number, refund ID, bank reference, IBAN (exact), and a visa as
 sponsor + export number + serial number. Exact matches only, on indexed columns."""
 
 # No "from __future__ import annotations": FastAPI must see the closures used in Depends().
@@ -95,6 +95,7 @@ def create_search_router(pool: Pool, secret: str) -> APIRouter:
                 items += await _visas(conn, "visa_key", f"{sponsor}/{export}/{serial}", principal)
             elif PERSON.match(text):
                 kind = "person"
+                items += await _payments(conn, "sadad_bill_number", text)  # a 10-digit bill number looks the same
                 items.append(Hit(kind="beneficiary", key=_pii(text, principal), label="balances",
                                  url=f"/api/v1/beneficiaries/{text}/balances"))
                 items += await _payments(conn, "beneficiary_id", text)
@@ -108,6 +109,8 @@ def create_search_router(pool: Pool, secret: str) -> APIRouter:
             else:
                 kind = "reference"
                 items += await _payments(conn, "payment_id", text)
+                if text.isdigit():
+                    items += [h for h in await _payments(conn, "sadad_bill_number", text) if h not in items]
                 items += await _refunds(conn, "refund_id", text)
                 items += [h for h in await _refunds(conn, "bank_reference", text) if h not in items]
         return SearchResult(query_kind=kind, items=items)

@@ -119,12 +119,16 @@ class Scenario:
             # half the never-reflected payments are days old: their 24-hour wait is already over
             paid = now - (timedelta(hours=self.rng.uniform(25, 72)) if not reflected and self.rng.random() < 0.5
                           else timedelta(seconds=self.rng.uniform(60, 600)))
+            channel = self.rng.choice(PAYMENT_CHANNELS)
+            # a SADAD payment quotes its bill number (derived, not drawn: the scenario's draws stay as they were)
+            bill = {"sadad_bill_number": f"77{abs(self.seed or 0) % 10000:04d}{counter:09d}"} \
+                if channel.startswith("SADAD_") else {}
             yield Record("payments", beneficiary.encode(), cloudevent(
                 source=f"bank/{bank}", event_type="payment.recorded", time_=paid, data={
                     "payment_id": payment_id, "beneficiary_id": beneficiary, "payer_id": payer,
                     "payer_iban": payer_iban, "agency": agency, "service_code": service,
-                    "amount": amount, "currency": "SAR", "channel": self.rng.choice(PAYMENT_CHANNELS),
-                    "paid_at": paid.isoformat()}))
+                    "amount": amount, "currency": "SAR", "channel": channel,
+                    "paid_at": paid.isoformat(), **bill}))
             if reflected:
                 acknowledged = paid + timedelta(seconds=self.rng.uniform(1, 59))
                 yield Record("payments", beneficiary.encode(), cloudevent(

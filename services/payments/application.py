@@ -55,7 +55,8 @@ def record_payment(uow: UnitOfWork, envelope: Envelope, rules: Rules) -> None:
         existing.check_same_facts(**facts)
         return  # the same payment reported again (new CloudEvent id): already counted
     where = envelope.origin
-    uow.add(Payment(payment_id=data["payment_id"], origin=where, **facts))
+    uow.add(Payment(payment_id=data["payment_id"], origin=where, sadad_bill_number=data.get("sadad_bill_number"),
+                    **facts))
     uow.schedule(UNREFLECTED, data["payment_id"], facts["paid_at"] + rules.unreflected_payment_after)
     balance_id = Balance.create_id(facts["beneficiary_id"], facts["agency"], facts["service_code"])
     balance: Balance | None = uow.get(balance_id)

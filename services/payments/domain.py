@@ -56,6 +56,9 @@ class Payment(Aggregate):
     @event("Recorded")
     def __init__(
         self,
+        # Not keyword-only: eventsourcing treats every keyword-only parameter as required, and payments
+        # recorded before the SADAD bill number existed must still rebuild (they take this default).
+        sadad_bill_number: str | None = None,
         *,
         payment_id: str,
         beneficiary_id: str,
@@ -69,6 +72,7 @@ class Payment(Aggregate):
         origin: dict[str, Any],
     ) -> None:
         self.payment_id = payment_id
+        self.sadad_bill_number = sadad_bill_number
         self.beneficiary_id = beneficiary_id
         self.payer_id = payer_id
         self.payer_iban = payer_iban

@@ -26,7 +26,14 @@ def _recorded(event: Payment.Recorded) -> Outbound:
         "service_code": event.service_code, "amount": event.amount, "currency": "SAR",
         "channel": event.channel, "paid_at": event.paid_at.isoformat(),
         "third_party_payer": event.payer_id != event.beneficiary_id, "origin": event.origin,
+        **_bill(event),
     }, subject=f"payment/{event.payment_id}")
+
+
+def _bill(event: Payment.Recorded) -> dict[str, str]:
+    """The SADAD bill number, when the payment came with one (events stored before it existed have none)."""
+    number = getattr(event, "sadad_bill_number", None)
+    return {"sadad_bill_number": number} if number else {}
 
 
 def _acknowledged(event: Payment.Acknowledged) -> Outbound:
