@@ -1,4 +1,4 @@
-"""``refund-ledger``: the one console entry point (up, run, simulate, token, check-event)."""
+"""``refund-ledger``: the one console entry point (up, run, simulate, token, check-event, verify)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-event", help="validate partner events without sending them")
     check.add_argument("file", help="file with one CloudEvent per line, or - for stdin")
     check.add_argument("--topic", default=None, help="the topic the events are meant for")
+
+    verify = commands.add_parser("verify", help="recompute the event stores' hash chains and digests")
+    verify.add_argument("--schema", action="append", default=None,
+                        help="a service schema to verify (repeatable; default: payments visas refunds notifier)")
     return parser
 
 
@@ -67,7 +71,13 @@ def _check_event(settings: Settings, args: argparse.Namespace) -> int:
     return check_events(settings, args.file, args.topic)
 
 
-COMMANDS = {"up": _up, "run": _run, "simulate": _simulate, "token": _token, "check-event": _check_event}
+def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    from services.cli.verify import verify_command
+    return verify_command(settings, args.schema)
+
+
+COMMANDS = {"up": _up, "run": _run, "simulate": _simulate, "token": _token, "check-event": _check_event,
+            "verify": _verify}
 
 
 def main(argv: list[str] | None = None) -> int:

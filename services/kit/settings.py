@@ -123,6 +123,7 @@ class Settings:
     bank_signing_keys: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)  # BANK_SIGNING_KEYS(_FILE)
     cipher_key: str = field(default="", repr=False)  # CIPHER_KEY: base64 AES key; empty = stored events in clear
     cipher_required: bool = False            # CIPHER_REQUIRED: refuse to start without CIPHER_KEY (prod)
+    chain_digest_interval: float = 300.0     # CHAIN_DIGEST_INTERVAL seconds between digests of all hash chains
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -173,6 +174,7 @@ class Settings:
             bank_signing_keys=_keyring(env.get("BANK_SIGNING_KEYS", ""), env.get("BANK_SIGNING_KEYS_FILE", "")),
             cipher_key=env.get("CIPHER_KEY", ""),
             cipher_required=_flag(env, "CIPHER_REQUIRED", False),
+            chain_digest_interval=_number(env, "CHAIN_DIGEST_INTERVAL", 300.0),
         )
 
     def with_(self, **changes) -> Settings:

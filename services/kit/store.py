@@ -10,10 +10,14 @@ bookkeeping written in the same transaction as the domain events.
 * ``timers``: deadlines a service must act on (an SLA, a payment that must be
   acknowledged), set and cancelled atomically with the events that cause them,
   so they survive restarts and fire once.
+* ``event_hashes`` / ``chain_digests``: the hash chain of every aggregate's
+  events and periodic digests of all chains (tamper evidence, ``chain.py``).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,9 +31,12 @@ from eventsourcing.postgres import PostgresProcessRecorder
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from services.kit.chain import GENESIS, chains_digest, event_hash, state_digest
 from services.kit.rules import Rules, load_rules
 from services.kit.settings import Settings
 from services.kit.signatures import NO_KEYS, Keyring
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,25 @@ class IngressRecorder(PostgresProcessRecorder):
                 "updated_at timestamptz NOT NULL DEFAULT now())"
             ).format(self._outbox_table)
         )
+        self._hashes_table = SQL("{0}.event_hashes").format(schema)
+        self._digests_table = SQL("{0}.chain_digests").format(schema)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {0} ("
+                "originator_id uuid NOT NULL, originator_version bigint NOT NULL, "
+                "state_sha256 text NOT NULL, hash text NOT NULL, "
+                "PRIMARY KEY (originator_id, originator_version))"
+            ).format(self._hashes_table)
+        )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {0} ("
+                "id bigserial PRIMARY KEY, recorded_at timestamptz NOT NULL DEFAULT now(), "
+                "up_to_notification bigint NOT NULL, chains bigint NOT NULL, digest text NOT NULL)"
+            ).format(self._digests_table)
+        )
+        self.digest_interval = 300.0  # CHAIN_DIGEST_INTERVAL; set by LedgerApplication
+        self._next_digest = 0.0
 
     def _insert_events(
         self,
@@ -115,6 +141,58 @@ class IngressRecorder(PostgresProcessRecorder):
             )
         self._change_timers(curs, kwargs.get("timers", ()))
         super()._insert_events(curs, stored_events, **kwargs)
+
+    def _insert_stored_events(
+        self,
+        curs: psycopg.Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        **kwargs: Any,
+    ) -> None:
+        """The events (under the library's table lock), then their chain hashes and, when due, a digest."""
+        super()._insert_stored_events(curs, stored_events, **kwargs)
+        with curs.connection.cursor() as own:  # ``curs`` still holds the notification ids the library reads
+            self._chain(own, stored_events)
+            if time.monotonic() >= self._next_digest:
+                self._record_digest(own)
+                self._next_digest = time.monotonic() + self.digest_interval
+
+    def _chain(self, curs: psycopg.Cursor[DictRow], stored_events: Sequence[StoredEvent]) -> None:
+        events = sorted(((UUID(str(e.originator_id)), e) for e in stored_events),
+                        key=lambda item: (item[0].bytes, item[1].originator_version))
+        first: dict[UUID, int] = {}
+        for originator_id, event in events:
+            first.setdefault(originator_id, event.originator_version)
+        wanted = [(i, v - 1) for i, v in first.items() if v > 1]
+        previous: dict[UUID, str] = {}
+        if wanted:
+            ids, versions = zip(*wanted, strict=True)
+            curs.execute(
+                SQL("SELECT h.originator_id, h.hash FROM {0} h "
+                    "JOIN unnest(%s::uuid[], %s::bigint[]) AS k(originator_id, originator_version) "
+                    "USING (originator_id, originator_version)").format(self._hashes_table),
+                (list(ids), list(versions)))
+            previous = {row["originator_id"]: row["hash"] for row in curs.fetchall()}
+        rows = []
+        for originator_id, event in events:
+            # A missing predecessor (a store older than the chain) starts from GENESIS; verify reports it.
+            link = previous.get(originator_id, GENESIS)
+            digest = event_hash(link, originator_id, event.originator_version, event.topic, event.state)
+            rows.append((originator_id, event.originator_version, state_digest(event.state), digest))
+            previous[originator_id] = digest
+        curs.executemany(
+            SQL("INSERT INTO {0} (originator_id, originator_version, state_sha256, hash) "
+                "VALUES (%s, %s, %s, %s)").format(self._hashes_table), rows)
+
+    def _record_digest(self, curs: psycopg.Cursor[DictRow]) -> None:
+        curs.execute(SQL("SELECT max(notification_id) AS up_to FROM {0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(self.events_table_name)))
+        up_to = curs.fetchone()["up_to"] or 0
+        heads = chain_heads(curs, self.datastore.schema, self.events_table_name, up_to)
+        digest = chains_digest(heads)
+        curs.execute(SQL("INSERT INTO {0} (up_to_notification, chains, digest) VALUES (%s, %s, %s)")
+                     .format(self._digests_table), (up_to, len(heads), digest))
+        log.info("chain digest recorded", extra={"schema": self.datastore.schema, "up_to_notification": up_to,
+                                                 "chains": len(heads), "digest": digest})
 
     def _change_timers(self, curs: psycopg.Cursor[DictRow], changes: Sequence[TimerChange]) -> None:
         final = {(c.name, c.key): c.due_at for c in changes}  # the last change of a key wins
@@ -184,6 +262,17 @@ class IngressRecorder(PostgresProcessRecorder):
             curs.execute("SELECT 1")
 
 
+def chain_heads(curs: psycopg.Cursor[DictRow], schema: str, events_table: str,
+                up_to: int) -> list[tuple[UUID, int, str]]:
+    """Each aggregate's newest stored event up to notification ``up_to``, with its recorded hash."""
+    curs.execute(
+        SQL("SELECT DISTINCT ON (e.originator_id) e.originator_id, e.originator_version, h.hash "
+            "FROM {0}.{1} e LEFT JOIN {0}.event_hashes h USING (originator_id, originator_version) "
+            "WHERE e.notification_id <= %s ORDER BY e.originator_id, e.originator_version DESC")
+        .format(Identifier(schema), Identifier(events_table)), (up_to,))
+    return [(UUID(str(r["originator_id"])), r["originator_version"], r["hash"] or "") for r in curs.fetchall()]
+
+
 def ensure_schema(database_url: str, schema: str) -> None:
     """Create the service's own PostgreSQL schema if it does not exist."""
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -205,6 +294,7 @@ class LedgerApplication(Application):
         super().__init__(env)
         self.rules = load_rules(settings.rules_file)
         self.keyring = Keyring.parse(settings.bank_signing_keys)
+        self.ingress_recorder.digest_interval = settings.chain_digest_interval
 
     def find(self, aggregate_id: UUID) -> Any:
         """The aggregate with this id, or None."""
