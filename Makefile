@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration lint bench clean venv promtool
+.PHONY: run test test-unit test-integration lint bench bench-quick clean venv promtool
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test-unit: $(STAMP) promtool
 
 test-integration: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration tests/e2e
+
+bench: $(STAMP)  ## the full benchmarks (tens of minutes): bench/results/*.json and the README's Performance table
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP)  ## every benchmark in under a minute (bench/results/*-quick.json)
+	$(BIN)/python -m bench --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check services tests

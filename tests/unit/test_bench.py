@@ -1,0 +1,127 @@
+"""The benchmark harness's pure parts: percentiles, result files, the README table,
+profile summaries. No servers, no timing assertions."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from bench.common import describe, percentile, ratio, summarise, top_frames, write_result
+from bench.ingest import memory_result
+from bench.readme import END, START, load_results, render, replace_between_markers, update_readme
+
+
+def test_percentile_interpolates_between_closest_ranks() -> None:
+    values = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 50) == 3.0
+    assert percentile(values, 100) == 5.0
+    assert percentile(values, 25) == 2.0
+    assert percentile([1.0, 2.0], 50) == pytest.approx(1.5)
+    assert percentile(list(range(1, 101)), 99) == pytest.approx(99.01)
+    assert percentile([], 50) is None
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_summarise_reports_milliseconds() -> None:
+    summary = summarise([0.001, 0.002, 0.003, 0.004])
+    assert summary == {"n": 4, "p50": 2.5, "p90": 3.7, "p99": 3.97, "max": 4.0, "mean": 2.5}
+    assert summarise([])["p99"] is None
+
+
+def test_ratio_is_none_without_both_numbers() -> None:
+    assert ratio(50, 200) == 0.25
+    assert ratio(None, 200) is None
+    assert ratio(50, 0) is None
+
+
+def test_write_result_records_date_mode_and_machine(tmp_path) -> None:
+    machine = {"cores": 2, "ram_gb": 8.0, "python": "3.11.7", "git": {"commit": "abc", "dirty": False}}
+    at = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    quick = write_result("ingest", {"met": False}, quick=True, machine=machine, results_dir=tmp_path, now=at)
+    full = write_result("ingest", {"met": True}, quick=False, machine=machine, results_dir=tmp_path, now=at)
+    assert quick.name == "ingest-quick.json" and full.name == "ingest.json"
+    document = json.loads(full.read_text())
+    assert document["mode"] == "full" and document["date"] == "2026-11-25T12:00:00+00:00"
+    assert document["machine"]["cores"] == 2 and document["met"] is True
+
+
+def _results(tmp_path, mode: str = "full") -> None:
+    machine = {"cores": 2, "ram_gb": 23.5, "cpu": "AMD EPYC", "python": "3.11.7", "load_avg_at_start": [1.0],
+               "git": {"commit": "0123456789abcdef", "dirty": False}}
+    at = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    quick = mode == "quick"
+    write_result("ingest", {
+        "events": 200000, "ratio": 0.25, "met": False, "gap": "pipeline at 25% of the raw limit",
+        "bottleneck": "payments: Connection.wait 40%",
+        "raw": {"events_per_s": 4000.0},
+        "pipeline": {"events_per_s": 1000.0, "services": {"payments": {"consumed_per_s": 1200.0}}},
+    }, quick=quick, machine=machine, results_dir=tmp_path, now=at)
+    write_result("freshness", {
+        "rate": 1000.0, "met": True, "ratio_p99": 2.0,
+        "raw": {"latency_ms": {"p50": 50.0, "p99": 100.0}},
+        "pipeline": {"latency_ms": {"p50": 120.0, "p99": 200.0}},
+    }, quick=quick, machine=machine, results_dir=tmp_path, now=at)
+    write_result("queries", {"error": "RuntimeError: audit API not up", "met": False}, quick=quick,
+                 machine=machine, results_dir=tmp_path, now=at)
+
+
+def test_render_shows_numbers_targets_and_gaps(tmp_path) -> None:
+    _results(tmp_path)
+    table = render(load_results(tmp_path))
+    assert "2026-11-25T12:00:00+00:00 (full) on 2 cores, 23.5 GB RAM" in table
+    assert "commit `0123456789`" in table
+    assert "| Ingest, whole pipeline (200,000 events) | 1,000 events/s | 4,000 events/s | 25% | ≥ 50 % of raw | " \
+           "**no**: pipeline at 25% of the raw limit |" in table
+    assert "| 120 / 200 ms | 50 / 100 ms | 2.0\u00d7 raw p99 | p99 < 500 ms | yes |" in table
+    assert "not run: RuntimeError: audit API not up" in table
+    assert "- **ingest**: payments: Connection.wait 40%" in table
+    assert "(quick)" not in table
+
+
+def test_quick_results_are_used_only_without_full_ones(tmp_path) -> None:
+    _results(tmp_path, mode="quick")
+    assert "*(quick)*" in render(load_results(tmp_path))
+    _results(tmp_path, mode="full")
+    assert "*(quick)*" not in render(load_results(tmp_path))
+
+
+def test_update_readme_rewrites_only_between_markers(tmp_path) -> None:
+    _results(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n## Performance\n{START}\nold table\n{END}\n\n## After\ntext\n", encoding="utf-8")
+    assert update_readme(readme, tmp_path) is True
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("# title\n\n## Performance\n" + START + "\n")
+    assert "old table" not in text and "1,000 events/s" in text
+    assert text.endswith(END + "\n\n## After\ntext\n")
+    assert update_readme(readme, tmp_path) is False  # idempotent
+    with pytest.raises(ValueError):
+        replace_between_markers("no markers here", "body")
+
+
+def test_top_frames_and_describe_from_collapsed_stacks() -> None:
+    stem = "_bootstrap (threading.py:1);apply (/x/services/kit/ingress.py:10)"
+    collapsed = (f"{stem};wait (/x/psycopg/connection.py:5) 6\n"
+                 f"{stem};parse (/x/services/kit/envelope.py:7) 4\n")
+    found = top_frames(collapsed)
+    assert found["samples"] == 10
+    assert found["top_own"][0] == {"frame": "wait (connection.py)", "share": 0.6}
+    assert {"frame": "apply (services/kit/ingress.py)", "share": 1.0} in found["top_total"]
+    line = describe({"payments": found, "visas": {"error": "no ptrace"}})
+    assert line.startswith("payments: apply (services/kit/ingress.py) 100%")
+    assert "_bootstrap" not in line and "visas" not in line
+
+
+def test_memory_is_flat_within_ten_percent() -> None:
+    mb = 2**20
+    marks = [(0, {"payments": 90 * mb}), (100, {"payments": 100 * mb, "audit": 200 * mb}),
+             (500, {"payments": 104 * mb, "audit": 260 * mb})]
+    result = memory_result(marks, 1000, {"payments": 108 * mb, "audit": 250 * mb})
+    assert result["services"]["payments"] == {"rss_mb_at_10pct": 100.0, "rss_mb_at_end": 108.0, "rss_mb_peak": 108.0,
+                                              "growth": 0.08, "flat": True}
+    assert result["services"]["audit"]["growth"] == 0.25 and result["services"]["audit"]["flat"] is False
+    assert result["met"] is False
