@@ -61,15 +61,22 @@ SECRET_ENV = {
     "DATABASE_URL": (f"{DATABASE_CLUSTER}-app", "uri"),   # written by CloudNativePG for the owner role
     "AUDIT_API_SECRET": (SECRET, "AUDIT_API_SECRET"),     # created outside the repository
     "KAFKA_SASL_PASSWORD": ("refund-ledger-{service}", "password"),  # written by Strimzi for its KafkaUser
+    "CIPHER_KEY": (SECRET, "CIPHER_KEY"),                 # AES key of the stored events (prod)
+    "BANK_SIGNING_KEYS": (SECRET, "BANK_SIGNING_KEYS"),   # the banks' signing keys (refunds verifies)
 }
+#: The services with an event store (encrypted in prod) and the one that verifies bank signatures.
+EVENT_STORE_SERVICES = ("payments", "visas", "refunds", "notifier")
 #: The variables each service gets from Secrets in base and prod...
 SECRET_ENV_BY_SERVICE = {service: {"DATABASE_URL", "KAFKA_SASL_PASSWORD"} for service in SERVICES} | {
     "audit": {"DATABASE_URL", "KAFKA_SASL_PASSWORD", "AUDIT_API_SECRET"},
 }
+SECRET_ENV_BY_SERVICE["refunds"] = SECRET_ENV_BY_SERVICE["refunds"] | {"BANK_SIGNING_KEYS"}
+for _service in EVENT_STORE_SERVICES:
+    SECRET_ENV_BY_SERVICE[_service] = SECRET_ENV_BY_SERVICE[_service] | {"CIPHER_KEY"}
 #: ...except these, by variant: dev's Kafka has no authentication, so no KafkaUsers and no passwords.
-SECRET_ENV_NOT_IN = {"dev": {"KAFKA_SASL_PASSWORD"}}
+SECRET_ENV_NOT_IN = {"dev": {"KAFKA_SASL_PASSWORD", "CIPHER_KEY"}, "base": {"CIPHER_KEY"}}  # encrypted in prod
 #: Secrets no manifest here makes (deploy/k8s/README.md "Prerequisites"): name -> the keys they hold.
-EXTERNAL_SECRETS = {SECRET: {"AUDIT_API_SECRET"}}
+EXTERNAL_SECRETS = {SECRET: {"AUDIT_API_SECRET", "CIPHER_KEY", "BANK_SIGNING_KEYS"}}
 SECRET_LOOKING_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN(?!_TTL)|CREDENTIAL|PRIVATE|API_?KEY|DATABASE_URL", re.I)
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 COMMON_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of")
@@ -469,6 +476,13 @@ def secret_references(deployment: dict[str, Any]) -> list[tuple[str, str | None,
     return found
 
 
+def test_prod_requires_the_cipher_key_of_every_event_store(deployments, variant):
+    for service in EVENT_STORE_SERVICES:
+        env = {e["name"]: e for e in container(deployments[service]).get("env", [])}
+        required = env.get("CIPHER_REQUIRED", {}).get("value")
+        assert (required == "true") == (variant == "prod"), f"{service} in {variant}: CIPHER_REQUIRED={required}"
+
+
 def test_pods_reference_only_secrets_that_exist_and_never_optionally(deployments, docs, variant):
     """A pod of a variant uses only Secrets that variant has someone write (e.g. no KafkaUser
     Secret in dev, which has no KafkaUsers), and no reference is optional: a missing Secret keeps
@@ -622,7 +636,8 @@ def test_every_pod_connects_to_kafka_as_the_listener_requires(docs, deployments,
         main, pod = container(deployment), deployment["spec"]["template"]["spec"]
         env = {e["name"]: e for e in main.get("env", [])}
         literals = {name: e["value"] for name, e in env.items() if "value" in e}
-        from_secrets = {name: "from-a-secret" for name, e in env.items() if "valueFrom" in e}
+        from_secrets = {name: "{}" if name == "BANK_SIGNING_KEYS" else "from-a-secret"  # JSON, validated
+                        for name, e in env.items() if "valueFrom" in e}
         settings = Settings.from_env(config | literals | from_secrets)
         assert settings.kafka_security_protocol == protocol, service
         password = env.get("KAFKA_SASL_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef")
