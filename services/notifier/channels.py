@@ -15,8 +15,9 @@ import hmac
 import json
 import ssl
 from dataclasses import dataclass, field
+from email.header import Header
 from email.headerregistry import Address
-from email.message import EmailMessage
+from email.mime.text import MIMEText
 from email.utils import formatdate
 from typing import Any, Protocol
 
@@ -69,15 +70,16 @@ class EmailChannel:
     def __init__(self, settings: NotifierSettings) -> None:
         self.settings = settings
 
-    def build(self, message: Outgoing) -> EmailMessage:
-        email = EmailMessage()
+    def build(self, message: Outgoing) -> MIMEText:
+        # The legacy (compat32) API on purpose: the default policy's header folding drops the space
+        # between two RFC 2047 encoded words, which garbles long Arabic subjects (CPython email bug).
+        email = MIMEText(message.body, "plain", "utf-8")  # the Arabic text first, as the catalogue renders it
         email["From"] = self.settings.smtp_from
         email["To"] = message.address
-        email["Subject"] = message.subject or ""
+        email["Subject"] = Header(message.subject or "", "utf-8")
         email["Date"] = formatdate(usegmt=True)
         email["Message-ID"] = f"<{message.idempotency_key}@refund-ledger.mof>"
         email["Content-Language"] = message.language
-        email.set_content(message.body)  # UTF-8; the Arabic text first, as the catalogue renders it
         return email
 
     async def send(self, message: Outgoing) -> str | None:
