@@ -13,6 +13,7 @@ from services.audit.access import add_access_audit, create_access_router
 from services.audit.api import create_api
 from services.audit.refunds_api import Decide, create_refunds_router
 from services.audit.search_api import create_search_router
+from services.audit.stats_api import create_stats_router
 from services.audit.visas_api import create_visas_router
 from services.kit import liaisons
 from services.kit.rules import Rules
@@ -29,6 +30,7 @@ def build_api(pool_of: Callable[[], asyncpg.Pool | None], secret: str, rules: Ru
         lambda pool: create_visas_router(pool, secret, rules, clock, registry),
         lambda pool: create_access_router(pool, secret),
         lambda pool: create_search_router(pool, secret),
+        lambda pool: create_stats_router(pool, secret, clock),
     ])
     add_access_audit(api, pool_of, secret)
     add_request_metrics(api)
