@@ -207,7 +207,7 @@ class Settings:
             "POSTGRES_POOL_SIZE": "5",
             "POSTGRES_MAX_OVERFLOW": "5",
             "POSTGRES_CONN_MAX_AGE": "600",
-            "POSTGRES_PRE_PING": "y",
+            "POSTGRES_PRE_PING": "n",  # a ping per checkout doubled each lookup; a broken one fails, is retried
             "POSTGRES_LOCK_TIMEOUT": "10",
             "CREATE_TABLE": "y",
             "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache),
