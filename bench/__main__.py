@@ -38,13 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="each benchmark in under a minute")
     parser.add_argument("--only", nargs="*", choices=ORDER, help="run only these (rebuild and memory need ingest)")
+    parser.add_argument("--ingest-events", type=int, default=None,
+                        help="events in the ingest (and memory) run; default 8,000 quick, 200,000 full")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README table")
     args = parser.parse_args(argv)
     wanted = list(args.only or ORDER)
     if ("rebuild" in wanted or "memory" in wanted) and "ingest" not in wanted:
         wanted.insert(0, "ingest")
     machine = machine_facts()
-    ctx: dict[str, Any] = {}
+    ctx: dict[str, Any] = {"ingest_events": args.ingest_events}
     failures = 0
     stack = Stack().start()
     log(f"stack up: kafka {stack.bootstrap}, postgres {stack.postgres.url}, logs {stack.run_dir}")

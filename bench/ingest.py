@@ -47,14 +47,19 @@ TARGET_RATIO = 0.5
 MEMORY_TOLERANCE = 0.10
 
 
+#: Full run: 200k events (the issue's minimum for ingest). The memory benchmark asks for 1M:
+#: ``python -m bench --only memory --ingest-events 1000000`` (about 45 min at ~400 events/s).
+FULL_EVENTS = 200_000
+
+
 def sizes(quick: bool) -> dict[str, Any]:
-    return {"events": 8_000 if quick else 1_000_000, "quiet": 4.0 if quick else 8.0,
-            "poll": 0.5 if quick else 1.0, "profile_seconds": 6 if quick else 15, "timeout": 50 if quick else 3600}
+    return {"events": 5_000 if quick else FULL_EVENTS, "quiet": 4.0 if quick else 8.0,
+            "poll": 0.5 if quick else 1.0, "profile_seconds": 6 if quick else 15, "timeout": 50 if quick else 7200}
 
 
 def bench(stack: Stack, quick: bool, ctx: dict[str, Any]) -> dict[str, Any]:
     size = sizes(quick)
-    n = size["events"]
+    n = size["events"] = ctx.get("ingest_events") or size["events"]
     prefix = "ingest."
     database_url = stack.database("bench_ingest")
     settings = stack.settings(prefix, database_url)

@@ -33,8 +33,8 @@ STATES = ("COMPLETED", "COMPLETED", "COMPLETED", "ORDERED", "AWAITING_HOLD", "FA
 
 
 def sizes(quick: bool) -> dict[str, int]:
-    return {"cases": 100_000 if quick else 1_000_000, "requests": 400 if quick else 3000,
-            "seconds": 4 if quick else 15}
+    return {"cases": 100_000 if quick else 1_000_000, "requests": 300 if quick else 3000,
+            "seconds": 3 if quick else 15}
 
 
 def person(i: int) -> str:
