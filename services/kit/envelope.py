@@ -24,6 +24,7 @@ from services.kit.errors import Rejected
 from services.kit.iban import check_saudi_iban
 from services.kit.identity import PERSON_FIELDS, check_person_id
 from services.kit.signatures import NO_KEYS, Keyring, verify
+from services.kit.versions import schema_version, upcast
 
 __all__ = ["Envelope", "RawMessage", "Rejected", "SchemaRegistry", "parse", "write"]
 
@@ -56,6 +57,7 @@ class Envelope:
     extensions: dict[str, Any]
     raw: RawMessage
     digest: str
+    dataschema: str | None = None  # the sender's schema version (services.kit.versions); data is upcast to v1
 
     @property
     def origin(self) -> dict[str, str]:
@@ -98,6 +100,10 @@ class SchemaRegistry:
             document = self._load(path)
             self.documents[event_type] = document
             self._validators[event_type] = fastjsonschema.compile(document)
+        self._versions: dict[tuple[str, str], Callable[[Any], Any]] = {}  # events/vN/<type>.json
+        for path in sorted((schemas_dir / "events").glob("v*/*.json")):
+            self._versions[(path.name.removesuffix(".json"), path.parent.name)] = fastjsonschema.compile(
+                self._load(path))
 
     @staticmethod
     def _load(path: Path) -> dict[str, Any]:
@@ -113,14 +119,17 @@ class SchemaRegistry:
         except fastjsonschema.JsonSchemaValueException as exc:
             raise Rejected("invalid_envelope", f"CloudEvent envelope {_first_error(exc)}") from None
 
-    def validate_data(self, event_type: str, data: Any) -> None:
-        validator = self._validators.get(event_type)
+    def validate_data(self, event_type: str, data: Any, version: str = "v1") -> None:
+        validator = self._validators.get(event_type) if version == "v1" else self._versions.get((event_type, version))
+        if validator is None and version != "v1":
+            raise Rejected("unknown_dataschema", f"no {version} schema for event type {event_type!r}")
         if validator is None:
             raise Rejected("unknown_type", f"no schema for event type {event_type!r}")
         try:
             validator(data)
         except fastjsonschema.JsonSchemaValueException as exc:
-            raise Rejected("schema_violation", f"{event_type} data {_first_error(exc)}") from None
+            label = event_type if version == "v1" else f"{event_type} {version}"
+            raise Rejected("schema_violation", f"{label} data {_first_error(exc)}") from None
 
 
 def resolve_schemas_dir(settings) -> Path:
@@ -179,8 +188,10 @@ def parse(raw: RawMessage, registry: SchemaRegistry, accepted_types: frozenset[s
     if event_type not in accepted_types:
         raise Rejected("wrong_topic", f"event type {event_type!r} is not accepted on topic {raw.topic!r}")
     data = attributes["data"]
-    registry.validate_data(event_type, data)
+    version = schema_version(attributes.get("dataschema"), event_type)
+    registry.validate_data(event_type, data, version)
     as_sent = {**attributes, "data": dict(data)}  # _check_values normalises data in place; a bank signed it as sent
+    data = upcast(event_type, version, data)
     _check_values(data)
     verify(as_sent, keyring)
     try:
@@ -198,6 +209,7 @@ def parse(raw: RawMessage, registry: SchemaRegistry, accepted_types: frozenset[s
         extensions={k: v for k, v in attributes.items() if k not in core},
         raw=raw,
         digest=content_digest(event_type, data),
+        dataschema=attributes.get("dataschema"),
     )
 
 

@@ -362,6 +362,7 @@ class Ingress:
             event_id=envelope.id if envelope else None,
             event_source=envelope.source if envelope else None,
             event_type=envelope.type if envelope else None,
+            event_dataschema=envelope.dataschema if envelope else None,
             rejected_by=self.service,
             rejected_at=self.clock(),
         )

@@ -35,7 +35,29 @@ class Rejection(Aggregate):
     def create_id(topic: str, partition: int, offset: int) -> UUID:
         return uuid5(_NAMESPACE, f"{topic}:{partition}:{offset}")
 
-    @event("Recorded")
+    class Recorded(Aggregate.Created):
+        """Version 2 adds ``event_dataschema``: which version of its type's schema the rejected event
+        named (``services.kit.versions``). Stored version 1 events load through ``upcast_v1_v2``."""
+
+        class_version = 2
+        topic: str
+        partition: int
+        offset: int
+        reason_code: str
+        reason: str
+        original: dict[str, Any]
+        event_id: str | None
+        event_source: str | None
+        event_type: str | None
+        rejected_by: str
+        rejected_at: datetime
+        event_dataschema: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["event_dataschema"] = None  # v1 was written before events named their schema version
+
+    @event(Recorded)
     def __init__(
         self,
         *,
@@ -50,6 +72,7 @@ class Rejection(Aggregate):
         event_type: str | None,
         rejected_by: str,
         rejected_at: datetime,
+        event_dataschema: str | None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -62,3 +85,4 @@ class Rejection(Aggregate):
         self.event_type = event_type
         self.rejected_by = rejected_by
         self.rejected_at = rejected_at
+        self.event_dataschema = event_dataschema

@@ -90,6 +90,8 @@ BAD_MESSAGES = [
                  ["beneficiary_id", "national ID", "check digit"], id="invalid_person_id"),
     pytest.param(encoded(envelope_of(data=payment_with(payer_id="2012345678"))), "invalid_person_id",
                  ["payer_id", "iqama"], id="invalid_iqama"),
+    pytest.param(encoded(envelope_of(dataschema="https://refund-ledger.example/schemas/events/v9/payment.recorded.json")),
+                 "unknown_dataschema", ["v9", "payment.recorded"], id="unknown_dataschema"),
 ]
 
 
