@@ -198,14 +198,14 @@ class Notifier:
         if not contact.update(data.get("mobile"), data.get("email"), data.get("language", "ar"),
                               envelope.at("updated_at")):
             return
-        addresses = self._channels(contact.addresses)
-        if not addresses:
+        if not contact.addresses:
             return
         for waiting in contact.release():
             notice: Notice | None = uow.get(Notice.create_id(waiting))
             if notice is not None and notice.awaiting_contact:
                 uow.cancel(CONTACT_WAIT, waiting)
-                self._address(uow, notice, addresses, contact.language, self.app.clock() + self.config.coalesce)
+                self._address_or_drop(uow, notice, contact.addresses, contact.language,
+                                      self.app.clock() + self.config.coalesce)
 
     # ------------------------------------------------------------------ queuing
 
@@ -220,15 +220,13 @@ class Notifier:
         now = self.app.clock()
         if audience == "agency":
             liaison = self.app.registry.for_agency(recipient, facts.get("iban"))
-            addresses = self._channels({"email": liaison.email, "sms": liaison.phone,
-                                        "webhook": liaison.webhook or ""})
-            self._address(uow, notice, addresses, liaison.language, now)
+            known = {"email": liaison.email, "sms": liaison.phone, "webhook": liaison.webhook or ""}
+            self._address_or_drop(uow, notice, known, liaison.language, now)
             return notice
         self._supersede_burst(uow, notice, at, now)
         contact: Contact | None = uow.get(Contact.create_id(recipient))
-        addresses = self._channels(contact.addresses) if contact is not None else {}
-        if addresses and contact is not None:
-            self._address(uow, notice, addresses, contact.language, now + self.config.coalesce)
+        if contact is not None and contact.addresses:
+            self._address_or_drop(uow, notice, contact.addresses, contact.language, now + self.config.coalesce)
             return notice
         if contact is None:
             contact = Contact(recipient)
@@ -240,6 +238,16 @@ class Notifier:
 
     def _channels(self, addresses: Mapping[str, str]) -> dict[str, str]:
         return {c: a for c, a in addresses.items() if a and c in self.config.channels}
+
+    def _address_or_drop(self, uow: UnitOfWork, notice: Notice, known: Mapping[str, str], language: str,
+                         due: datetime) -> None:
+        """Address the notice on the configured channels of ``known``; none configured: dead letter."""
+        usable = self._channels(known)
+        if usable:
+            self._address(uow, notice, usable, language, due)
+        else:
+            wanted = ", ".join(sorted(c for c, a in known.items() if a)) or "none"
+            notice.undeliverable(f"channel_not_configured: {wanted}", self.app.clock())
 
     def _address(self, uow: UnitOfWork, notice: Notice, addresses: dict[str, str], language: str,
                  due: datetime) -> None:
@@ -302,7 +310,7 @@ class Notifier:
     def contact_wait_over(self, uow: UnitOfWork, key: str, due_at: datetime, now: datetime) -> None:
         notice: Notice | None = uow.get(Notice.create_id(key))
         if notice is not None and notice.awaiting_contact:
-            notice.abandon("no_contact", now)
+            notice.undeliverable("no_contact", now)
 
 
 #: The ledger event types the notifier acts on: every one the catalogue answers, and the closers.

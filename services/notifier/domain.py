@@ -171,17 +171,19 @@ class Notice(Aggregate):
     def _dead_lettered(self, message_id: str, key: str, audience: str, recipient: str, case: str,
                        cause_id: str, reminder: int, channel: str | None, reason: str, attempts: int,
                        at: datetime) -> None:
-        if channel is None:  # no contact arrived in time: nothing could be sent on any channel
+        if channel is None:  # nothing could be sent on any channel
             self.awaiting_contact = False
+            self.undelivered = reason
             return
         delivery = self.deliveries[channel]
         delivery["state"] = DEAD
         delivery["attempts"] = attempts
         delivery["last_error"] = reason
 
-    def abandon(self, reason: str, at: datetime) -> None:
-        """No contact arrived in time: dead-lettered on no channel at all, with the reason."""
-        if self.awaiting_contact:
+    def undeliverable(self, reason: str, at: datetime) -> None:
+        """Nothing can carry it (no contact in time, no channel configured for the recipient's
+        addresses): dead-lettered on no channel at all, with the reason."""
+        if not self.deliveries and not getattr(self, "undelivered", None):
             self._dead_lettered(**self._about(), channel=None, reason=reason, attempts=0, at=at)
 
 

@@ -91,7 +91,7 @@ def test_a_contact_keeps_the_newest_update_and_releases_what_waited():
 def test_a_notice_with_no_contact_in_time_is_dead_lettered_on_no_channel():
     n = notice()
     n.await_contact(T0)
-    n.abandon("no_contact", T0 + timedelta(days=7))
+    n.undeliverable("no_contact", T0 + timedelta(days=7))
     dead = [e for e in n.collect_events() if isinstance(e, Notice.DeadLettered)]
     assert len(dead) == 1 and dead[0].channel is None and dead[0].reason == "no_contact"
     assert translate(dead[0]).data["channel"] is None and n.settled
