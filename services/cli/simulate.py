@@ -22,6 +22,7 @@ Proportions are fields of :class:`Scenario`; the same seed gives the same traffi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import sys
@@ -59,6 +60,23 @@ def person_id(rng: random.Random) -> str:
     return with_check_digit(rng.choice("12") + "".join(rng.choice("0123456789") for _ in range(8)))
 
 
+def contact_record(person: str, at: datetime) -> Record:
+    """Absher's registered contact of a person, derived from the ID (no random draw, so adding contacts
+    leaves every other event of a seeded scenario as it was): a mobile; an email for one in two;
+    English for one in five, Arabic for the rest."""
+    digest = hashlib.sha256(person.encode()).digest()
+    data = {"person_id": person, "mobile": "+9665" + f"{int.from_bytes(digest[:4], 'big') % 10**8:08d}",
+            "language": "en" if digest[4] % 5 == 0 else "ar", "updated_at": (at - timedelta(days=30)).isoformat()}
+    if digest[5] % 2 == 0:
+        data["email"] = f"{person}@citizen.example"
+    return Record("contacts", person.encode(), cloudevent(source="absher", event_type="contact.updated",
+                                                          time_=at - timedelta(days=30), data=data))
+
+
+def record_time(record: Record) -> datetime:
+    return datetime.fromisoformat(json.loads(record.value)["time"])
+
+
 def saudi_iban(rng: random.Random) -> str:
     account = "".join(rng.choice("0123456789") for _ in range(18))
     return IBAN.generate("SA", bank_code=rng.choice(BANK_CODES), account_code=account).compact
@@ -84,16 +102,20 @@ class Scenario:
     covid_visa_share: float = 0.05        # ... issued inside the COVID window (manual review)
     backdated_visa_share: float = 0.3     # ... cancelled days ago (deadlines, mismatches already due)
 
+    contacts: bool = True                 # Absher publishes each new person's contact first
+
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self._people: list[tuple[str, str]] = []
         self._paid: list[tuple[str, str, str, int]] = []
+        self._fresh: list[str] = []
 
     def _person(self) -> tuple[str, str]:
         if self._people and self.rng.random() < 0.3:
             return self.rng.choice(self._people)
         person = (person_id(self.rng), saudi_iban(self.rng))
         self._people.append(person)
+        self._fresh.append(person[0])
         if len(self._people) > 5000:
             self._people.pop(0)
         return person
@@ -101,8 +123,20 @@ class Scenario:
     def events(self, start: datetime | None = None,
                clock: Callable[[], datetime] | None = None) -> Iterator[Record]:
         """Partner events from ``start`` on, in simulated time; with ``clock`` (live traffic),
-        every event is dated at or before the clock's now, never in the future."""
-        now = start or datetime.now(timezone.utc)
+        every event is dated at or before the clock's now, never in the future. Each new person's
+        contact (from Absher) comes before their first event, when ``contacts`` is on."""
+        for record in self._events(start, clock):
+            if self.contacts:
+                while self._fresh:
+                    yield contact_record(self._fresh.pop(0), (clock() if clock else record_time(record)))
+            self._fresh.clear()
+            yield record
+
+    def _events(self, start: datetime | None = None,
+                clock: Callable[[], datetime] | None = None) -> Iterator[Record]:
+        # without a clock simulated time runs ahead of the start: by default start two days back
+        # (~170,000 events) so that no event is dated in the future (EVENT_TIME_MAX_FUTURE)
+        now = start or datetime.now(timezone.utc) - (timedelta(days=2) if clock is None else timedelta())
         counter = 0
         while True:
             counter += 1

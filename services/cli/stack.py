@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.cli.processes import ServiceProcess
+from services.cli.sinks import MailSink, SmsGateway
 from services.kit import logs
 from services.kit.auth import issue_token
 from services.kit.embedded import EmbeddedKafka, EmbeddedPostgres
@@ -87,6 +88,9 @@ class LocalStack:
     children: list[ServiceProcess] = field(default_factory=list)
     keys_file: Path | None = None
     demo_keys: bool = False
+    mail: MailSink | None = None
+    sms: SmsGateway | None = None
+    channel_env: dict[str, str] = field(default_factory=dict)
 
     def start_servers(self, settings: Settings) -> Settings:
         """Embedded broker and database unless configured; the settings that point at them."""
@@ -98,7 +102,20 @@ class LocalStack:
             self.postgres = EmbeddedPostgres().start()
             settings = settings.with_(database_url=self.postgres.url)
         settings = settings.with_(audit_api_secret=settings.audit_api_secret or secrets.token_urlsafe(48))
+        self.start_receivers()
         return self.bank_keys(settings)
+
+    def start_receivers(self) -> None:
+        """A local mail server and SMS gateway for the notifier, unless real ones are configured:
+        what citizens and liaisons would receive is written to ``run_dir/outbox``."""
+        outbox = self.run_dir / "outbox"
+        outbox.mkdir(exist_ok=True)
+        if not os.environ.get("SMTP_HOST"):
+            self.mail = MailSink(outbox=outbox).start()
+            self.channel_env |= {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.mail.port), "SMTP_STARTTLS": "false"}
+        if not os.environ.get("SMS_GATEWAY_URL"):
+            self.sms = SmsGateway(outbox=outbox).start()
+            self.channel_env["SMS_GATEWAY_URL"] = self.sms.url
 
     def bank_keys(self, settings: Settings) -> Settings:
         """Configured bank signing keys, or DEMO-ONLY keys generated now for this run (never committed),
@@ -125,6 +142,7 @@ class LocalStack:
             "LOG_LEVEL": settings.log_level,
             "BANK_SIGNING_KEYS": "",
             "BANK_SIGNING_KEYS_FILE": str(self.keys_file or ""),
+            **self.channel_env,
         }
         for name, offset in WEB_PORT_OFFSETS.items():
             self.children.append(ServiceProcess(name, {**env, "DATA_DIR": str(self.run_dir / name)},
@@ -150,6 +168,9 @@ class LocalStack:
     def stop(self, grace: float) -> None:
         """Services first (they drain and commit), then the broker and the database."""
         _stop_children(self.children, grace)
+        for receiver in (self.mail, self.sms):
+            if receiver is not None:
+                receiver.stop()
         if self.kafka is not None:
             self.kafka.stop()
         if self.postgres is not None:
@@ -215,6 +236,8 @@ def _print_banner(settings: Settings, stack: LocalStack, token: str, seconds: fl
     lines += [
         f"  OpenAPI          {base}/openapi.json",
         f"  Logs             {stack.run_dir}/*.log",
+        f"  Messages sent    {stack.run_dir}/outbox/mail.log, sms.log"
+        + ("  (local mail server and SMS gateway)" if stack.mail or stack.sms else ""),
         f"  Bank keys        {stack.keys_file}" + ("  (DEMO ONLY: generated for this run)" if stack.demo_keys else ""),
         f"  simulate with    BANK_SIGNING_KEYS_FILE={stack.keys_file} refund-ledger simulate --count 1000",
         "",

@@ -68,3 +68,19 @@ def test_live_traffic_is_never_dated_in_the_future():
         envelope = parse(bank_signed(record, n), registry, INBOUND_TYPES[record.topic], TEST_KEYRING)
         times = [envelope.time, *(envelope.at(k) for k in envelope.data if k.endswith("_at"))]
         assert max(times) <= now, (envelope.type, envelope.data)
+
+
+def test_every_person_has_a_contact_before_their_first_event_and_contacts_change_nothing_else():
+    with_contacts = traffic(11, 3000)
+    seen: set[bytes] = set()
+    for record in with_contacts:
+        if record.topic == "contacts":
+            seen.add(record.key)
+        else:
+            assert record.key in seen, f"{record.topic} event for a person with no contact yet"
+    without = list(islice(Scenario(seed=11, contacts=False).events(start=START), 3000))
+    strip = lambda records: [(r.topic, r.key, json.loads(r.value)["data"]) for r in records  # noqa: E731
+                             if r.topic != "contacts"]
+    assert strip(with_contacts) == strip(without)[:len(strip(with_contacts))]
+    languages = Counter(json.loads(r.value)["data"]["language"] for r in with_contacts if r.topic == "contacts")
+    assert languages["ar"] > languages["en"] > 0
