@@ -63,6 +63,9 @@ SECRET_ENV = {
     "KAFKA_SASL_PASSWORD": ("refund-ledger-{service}", "password"),  # written by Strimzi for its KafkaUser
     "CIPHER_KEY": (SECRET, "CIPHER_KEY"),                 # AES key of the stored events (prod)
     "BANK_SIGNING_KEYS": (SECRET, "BANK_SIGNING_KEYS"),   # the banks' signing keys (refunds verifies)
+    "SMTP_PASSWORD": (SECRET, "SMTP_PASSWORD"),           # the notifier's channels
+    "SMS_GATEWAY_TOKEN": (SECRET, "SMS_GATEWAY_TOKEN"),
+    "WEBHOOK_SIGNING_KEY": (SECRET, "WEBHOOK_SIGNING_KEY"),
 }
 #: The services with an event store (encrypted in prod) and the one that verifies bank signatures.
 EVENT_STORE_SERVICES = ("payments", "visas", "refunds", "notifier")
@@ -71,12 +74,15 @@ SECRET_ENV_BY_SERVICE = {service: {"DATABASE_URL", "KAFKA_SASL_PASSWORD"} for se
     "audit": {"DATABASE_URL", "KAFKA_SASL_PASSWORD", "AUDIT_API_SECRET"},
 }
 SECRET_ENV_BY_SERVICE["refunds"] = SECRET_ENV_BY_SERVICE["refunds"] | {"BANK_SIGNING_KEYS"}
+SECRET_ENV_BY_SERVICE["notifier"] = SECRET_ENV_BY_SERVICE["notifier"] | {"SMTP_PASSWORD", "SMS_GATEWAY_TOKEN",
+                                                                          "WEBHOOK_SIGNING_KEY"}
 for _service in EVENT_STORE_SERVICES:
     SECRET_ENV_BY_SERVICE[_service] = SECRET_ENV_BY_SERVICE[_service] | {"CIPHER_KEY"}
 #: ...except these, by variant: dev's Kafka has no authentication, so no KafkaUsers and no passwords.
 SECRET_ENV_NOT_IN = {"dev": {"KAFKA_SASL_PASSWORD", "CIPHER_KEY"}, "base": {"CIPHER_KEY"}}  # encrypted in prod
 #: Secrets no manifest here makes (deploy/k8s/README.md "Prerequisites"): name -> the keys they hold.
-EXTERNAL_SECRETS = {SECRET: {"AUDIT_API_SECRET", "CIPHER_KEY", "BANK_SIGNING_KEYS"}}
+EXTERNAL_SECRETS = {SECRET: {"AUDIT_API_SECRET", "CIPHER_KEY", "BANK_SIGNING_KEYS", "SMTP_PASSWORD",
+                              "SMS_GATEWAY_TOKEN", "WEBHOOK_SIGNING_KEY"}}
 SECRET_LOOKING_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN(?!_TTL)|CREDENTIAL|PRIVATE|API_?KEY|DATABASE_URL", re.I)
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 COMMON_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of")
