@@ -249,3 +249,21 @@ def test_an_unreflected_payment_escalates_to_the_agency_liaison_is_reminded_and_
     time.sleep(REMINDER_SECONDS + 2)  # past the next reminder time: a closed escalation is not reminded again
     assert len(escalations()) == at_closing, [m.subject for m in escalations()]
     world.no_repeats()
+
+
+def test_a_message_waits_for_a_contact_and_a_repeated_ledger_event_sends_nothing_new(world):
+    who = person()
+    phone = mobile()
+    world.send("payments", who, "payment.recorded", payment(f"P-{who}", beneficiary_id=who, paid_at=now()))
+    recorded = world.ledger_event("ledger.payments", "ledger.payment.recorded", payment_id=f"P-{who}")
+    time.sleep(3)  # past the coalescing window: with no contact, nothing can go out yet
+    assert world.sms_to(phone) == []
+    world.register(who, mobile=phone, email=None, language="en")
+    expected = [sms_text("payment.recorded", "en", recorded)]
+    world.await_sms(phone, lambda texts: texts == expected, "the waiting SMS once the contact arrived")
+    # the same ledger fact again, as a replay with a new CloudEvent id: the message id is the case + state
+    produce(world.bootstrap, [(world.prefix + "ledger.payments", who.encode(), cloudevent(
+        "ledger.payment.recorded", recorded, source="payments", time=now()))])
+    time.sleep(4)
+    assert world.sms_to(phone) == expected
+    world.no_repeats()
