@@ -22,13 +22,18 @@ promtool:  ## promtool for the alert rule tests (Debian's prometheus package)
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
 
-test: $(STAMP) promtool  ## the whole suite (unit, integration, end to end)
+browser:  ## Debian's Chromium and Noto fonts for the console's browser test (Playwright drives it; never `playwright install`)
+	@{ command -v chromium >/dev/null 2>&1 && dpkg -s fonts-noto-core >/dev/null 2>&1; } || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-noto-core; }
+
+test: $(STAMP) promtool browser  ## the whole suite (unit, integration, end to end)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-unit: $(STAMP) promtool
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) browser
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration tests/e2e
 
 bench: $(STAMP)  ## the full benchmarks (tens of minutes): bench/results/*.json and the README's Performance table

@@ -138,9 +138,15 @@ def test_every_file_the_page_references_exists_and_nothing_else_is_served() -> N
     assert served == loaded, f"files in the console directory nobody loads (served to anyone): {served - loaded}"
 
 
+#: Namespace names that look like URLs but are never fetched (the charts are inline SVG).
+NAMESPACES = ("http://www.w3.org/2000/svg",)
+
+
 def test_no_asset_points_at_another_host() -> None:
     for path in CONSOLE.iterdir():
         body = text(path)
+        for namespace in NAMESPACES:
+            body = body.replace(f'"{namespace}"', '"namespace"')
         assert not re.findall(r"https?://", body, re.I), f"{path.name} has an absolute URL; assets must be local"
         assert not re.findall(r"""(?:src|href|action)\s*=\s*["']//|url\(\s*["']?//""", body, re.I), \
             f"{path.name} has a protocol-relative URL"

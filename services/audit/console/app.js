@@ -43,6 +43,7 @@ const state = {
   search: { query: "", items: null, error: null, loading: false },
   caseModel: null,
   listModel: null,
+  chartsModel: null,
 };
 
 class ApiError extends Error {
@@ -299,7 +300,9 @@ function signOut(reasonKey = null) {
   state.search = { query: "", items: null, error: null, loading: false };
   state.caseModel = null;
   state.listModel = null;
+  state.chartsModel = null;
   $("case-body").replaceChildren();
+  $("charts-body").replaceChildren();
   $("list-body").replaceChildren();
   $("search-results").replaceChildren();
   $("search-input").value = "";
@@ -333,7 +336,7 @@ function renderUser() {
 
 // ---- navigation ---------------------------------------------------------------------------------
 
-const VIEWS = ["search", "case", "list"];
+const VIEWS = ["search", "case", "list", "charts"];
 
 /** Open a view; its parameters (case keys) live in history.state, never in the URL. */
 function go(view, { push = true } = {}) {
@@ -359,6 +362,8 @@ function show(view) {
     loadCase(view, state.generation);
   } else if (view.name === "list") {
     loadList(view, state.generation);
+  } else if (view.name === "charts") {
+    loadCharts(view, state.generation);
   }
 }
 
@@ -371,6 +376,7 @@ function rerender() {
   if (state.view.name === "search") renderSearch();
   else if (state.view.name === "case" && state.caseModel) renderCase();
   else if (state.view.name === "list" && state.listModel) renderList();
+  else if (state.view.name === "charts" && state.chartsModel) renderCharts();
 }
 
 // ---- search -------------------------------------------------------------------------------------
@@ -520,6 +526,8 @@ function renderCase() {
   if (!FULL_PII_ROLES.includes(role())) parts.push(h("p", { class: "note" }, t("case.masked_note")));
   if (refund) parts.push(tellTheCitizen(refund));
   else if (model.related.refund?.loading) parts.push(section("section.tell", loading()));
+  const contact = refund?.liaison ?? visa?.liaison ?? null;
+  if (contact) parts.push(liaisonSection(contact));
 
   if (payment) parts.push(section("section.payment", paymentFacts(payment, model.kind !== "payment")));
   else parts.push(relatedState(model, "payment", "section.payment"));
@@ -546,6 +554,20 @@ function unnamedAgencies(byAgency) {
   const rest = Object.entries(byAgency).filter(([agency]) => !hasWords(`agency.${agency}`));
   if (!rest.length) return null;
   return h("ul", { class: "plain" }, rest.map(([agency, hours]) => h("li", {}, ltr(agency), ": ", t("fmt.hours", { n: hours }))));
+}
+
+/** Whom to call at the agency owning the next step: the name in the reader's language. */
+function liaisonSection(contact) {
+  const name = contact.name?.[state.lang] ?? contact.name?.en ?? null;
+  return h("section", { class: "panel liaison", "aria-labelledby": "liaison-title" },
+    h("h3", { id: "liaison-title" }, t("section.liaison")),
+    facts([
+      ["fact.liaison_agency", code("agency", contact.agency)],
+      ["fact.liaison_name", name ? h("span", { dir: "auto" }, name) : null],
+      ["fact.liaison_role", contact.role ? h("span", { lang: "en", dir: "ltr" }, contact.role) : null],
+      ["fact.liaison_phone", ltr(contact.phone)],
+      ["fact.liaison_email", ltr(contact.email)],
+    ]));
 }
 
 function tellTheCitizen(refund) {
@@ -620,6 +642,8 @@ function refundFacts(r, linked) {
     ["fact.third_party", r.third_party_payer === undefined ? undefined : yesNo(r.third_party_payer)],
     ["fact.ordered_at", r.ordered_at === undefined ? undefined : time(r.ordered_at)],
     ["fact.decision", r.decided_at === undefined ? undefined : (decision ? t(`decision.${decision}`) : t("decision.none"))],
+    ["fact.first_approval", r.first_approved_by ? h("span", {}, ltr(r.first_approved_by), " \u00b7 ", time(r.first_approved_at),
+      r.awaiting_second_approval ? [" ", h("span", { class: "badge warn" }, t("four_eyes.waiting"))] : null) : undefined],
     ["fact.decided_by", r.decided_by ? ltr(r.decided_by) : undefined],
     ["fact.decided_at", r.decided_at ? time(r.decided_at) : undefined],
     ["fact.rejection_rule", r.rejection_rule ? ltr(r.rejection_rule) : undefined],
@@ -688,6 +712,14 @@ const refundColumns = [
   { head: "fact.beneficiary", cell: (r) => ltr(r.beneficiary_id) },
 ];
 
+/** Four eyes: who made the first approval of a case waiting for a second, different employee. */
+const approvalsColumn = {
+  head: "list.approvals",
+  cell: (r) => (r.awaiting_second_approval
+    ? h("span", { class: "badge warn four-eyes" }, t("four_eyes.awaiting", { who: r.first_approved_by ?? "?" }))
+    : null),
+};
+
 const LISTS = {
   overdue: { title: "nav.overdue", help: "list.overdue_help", endpoint: "refunds", query: { status: "overdue" }, columns: refundColumns },
   unreflected: {
@@ -717,7 +749,7 @@ const LISTS = {
       { head: "fact.route", cell: (v) => code("route", v.route) },
     ],
   },
-  jawazat: { title: "nav.jawazat", help: "list.jawazat_help", endpoint: QUEUES.jawazat.list, query: {}, queue: "jawazat", columns: refundColumns },
+  jawazat: { title: "nav.jawazat", help: "list.jawazat_help", endpoint: QUEUES.jawazat.list, query: {}, queue: "jawazat", columns: [...refundColumns, approvalsColumn] },
   reviews: { title: "nav.reviews", help: "list.reviews_help", endpoint: QUEUES.reviews.list, query: {}, queue: "reviews", columns: refundColumns },
 };
 
@@ -777,8 +809,10 @@ function decisionButtons(queueName, row, model) {
   const sent = model.sent[row.refund_id];
   if (sent === "sending") return h("span", { role: "status" }, t("decision.sending"));
   if (sent) return h("span", { class: "badge done" }, t(`sent.${sent}`));
+  const ownApproval = row.first_approved_by && row.first_approved_by === state.claims?.sub;
   return h("span", { class: "actions" },
-    h("button", { type: "button", class: "approve", onclick: () => decide(queueName, "approve", row, model) }, t("action.approve")),
+    ownApproval ? h("span", { class: "note four-eyes-own" }, t("four_eyes.own"))
+      : h("button", { type: "button", class: "approve", onclick: () => decide(queueName, "approve", row, model) }, t("action.approve")),
     h("button", { type: "button", class: "reject", onclick: () => decide(queueName, "reject", row, model) }, t("action.reject")));
 }
 
@@ -790,12 +824,14 @@ async function decide(queueName, action, row, model) {
   model.notice = null;
   renderList();
   try {
-    await api(action === "approve" ? queue.approve : queue.reject, {
+    const accepted = await api(action === "approve" ? queue.approve : queue.reject, {
       params: { refund_id: row.refund_id },
       body: action === "reject" ? { reason: answer.reason } : undefined,
     });
-    model.sent[row.refund_id] = action === "approve" ? "approved" : "rejected";
-    model.notice = h("p", { class: "ok", role: "status" }, t("decision.sent", { id: row.refund_id }));
+    const firstOfTwo = action === "approve" && accepted.second_approval_needed === true;
+    model.sent[row.refund_id] = firstOfTwo ? "first_approved" : action === "approve" ? "approved" : "rejected";
+    model.notice = h("p", { class: "ok", role: "status" },
+      t(firstOfTwo ? "decision.first_recorded" : "decision.sent", { id: row.refund_id }));
   } catch (error) {
     delete model.sent[row.refund_id];
     const shown = errorBox(error, () => decide(queueName, action, row, model), { forbiddenKey: "error.forbidden_action" });
@@ -851,6 +887,173 @@ function askDecision(action, refundId) {
   });
 }
 
+// ---- charts -------------------------------------------------------------------------------------
+// Hand-drawn inline SVG (no library, no build step); colours come from classes in app.css (the CSP
+// forbids inline styles). Every chart has a text alternative: its numbers in a table below it.
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const CHART_WINDOWS = {
+  month: { days: 30, bucket: "day" },
+  half: { days: 182, bucket: "week" },
+  year: { days: 365, bucket: "month" },
+};
+const STATE_ORDER = ["COMPLETED", "ORDERED", "AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW", "REJECTED", "FAILED"];
+const ROUTE_ORDER = ["BANK", "AUTOMATIC", "MOFA", "JAWAZAT", "MANUAL_REVIEW"];
+const SLA_PARTS = ["met", "missed", "overdue", "open_on_time"];
+
+/** An SVG element; string children become text nodes (never markup). */
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value !== null && value !== undefined) node.setAttribute(name, String(value));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+async function loadCharts(view, generation) {
+  const windowName = CHART_WINDOWS[view.window] ? view.window : "month";
+  const spec = CHART_WINDOWS[windowName];
+  const to = new Date();
+  const from = new Date(to.getTime() - spec.days * 86400000);
+  const model = { view, windowName, busy: true, error: null, refunds: null, sla: null };
+  state.chartsModel = model;
+  renderCharts();
+  try {
+    const query = { from: from.toISOString(), to: to.toISOString() };
+    const [refunds, sla] = await Promise.all([
+      api("statsRefunds", { query: { ...query, bucket: spec.bucket } }),
+      api("statsSla", { query }),
+    ]);
+    if (generation !== state.generation || state.chartsModel !== model) return;
+    model.refunds = Array.isArray(refunds.items) ? refunds.items : [];
+    model.sla = Array.isArray(sla.items) ? sla.items : [];
+  } catch (error) {
+    if (generation !== state.generation || state.chartsModel !== model) return;
+    model.error = error;
+  }
+  model.busy = false;
+  renderCharts();
+}
+
+function renderCharts() {
+  const model = state.chartsModel;
+  if (!model) return;
+  const choices = h("div", { class: "chart-windows", role: "group", "aria-label": t("charts.window") },
+    Object.keys(CHART_WINDOWS).map((name) => h("button", {
+      type: "button", "aria-pressed": name === model.windowName ? "true" : "false",
+      onclick: () => go({ name: "charts", window: name }, { push: false }),
+    }, t(`charts_window.${name}`))));
+  const parts = [h("p", { class: "help" }, t("charts.help")), choices];
+  if (model.busy) parts.push(loading());
+  else if (model.error) {
+    const shown = errorBox(model.error, () => show(model.view));
+    if (!shown) return;
+    parts.push(shown);
+  } else {
+    parts.push(section("charts.by_state", stackedBars(model.refunds, "state", STATE_ORDER)));
+    parts.push(section("charts.by_route", stackedBars(model.refunds, "route", ROUTE_ORDER)));
+    parts.push(section("charts.sla", h("p", { class: "help" }, t("charts.sla_help")), slaChart(model.sla)));
+  }
+  $("charts-body").replaceChildren(...parts);
+}
+
+/** Periods (x) of stacked bars, one colour per state or route, with a legend and a table of the numbers. */
+function stackedBars(items, key, order) {
+  if (!items.length) return h("p", { class: "note" }, t("charts.none"));
+  const periods = [...new Set(items.map((i) => i.period))].sort();
+  const seen = new Set(items.map((i) => i[key]));
+  const series = [...order.filter((k) => seen.has(k)), ...[...seen].filter((k) => !order.includes(k)).sort()];
+  const count = {};
+  for (const item of items) {
+    const cell = `${item.period}|${item[key]}`;
+    count[cell] = (count[cell] ?? 0) + item.count;
+  }
+  const totals = periods.map((p) => series.reduce((sum, k) => sum + (count[`${p}|${k}`] ?? 0), 0));
+  const max = Math.max(1, ...totals);
+  const width = 720;
+  const height = 240;
+  const left = 44;
+  const bottom = 28;
+  const plotW = width - left - 8;
+  const plotH = height - bottom - 10;
+  const step = plotW / periods.length;
+  const barW = Math.min(48, Math.max(2, step * 0.75));
+  const kind = key === "state" ? "state" : "route";
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img",
+    "aria-label": t(key === "state" ? "charts.by_state" : "charts.by_route"), direction: "ltr" });
+  for (const tick of [...new Set([0, Math.round(max / 2), max])]) {
+    const y = 10 + plotH - (tick / max) * plotH;
+    chart.append(svg("line", { x1: left, x2: width - 8, y1: y, y2: y, class: "grid" }),
+      svg("text", { x: left - 6, y: y + 4, "text-anchor": "end", class: "tick" }, String(tick)));
+  }
+  const labelEvery = Math.ceil(periods.length / 10);
+  periods.forEach((period, index) => {
+    let y = 10 + plotH;
+    const x = left + index * step + (step - barW) / 2;
+    series.forEach((name, seriesIndex) => {
+      const n = count[`${period}|${name}`] ?? 0;
+      if (!n) return;
+      const barH = (n / max) * plotH;
+      y -= barH;
+      chart.append(svg("rect", { x, y, width: barW, height: Math.max(barH, 0.5), class: `bar series-${seriesIndex % 8}` },
+        svg("title", {}, `${period} \u00b7 ${label(kind, name)}: ${n}`)));
+    });
+    if (index % labelEvery === 0) {
+      chart.append(svg("text", { x: x + barW / 2, y: height - 10, "text-anchor": "middle", class: "tick" }, period.slice(5)));
+    }
+  });
+  const legend = h("ul", { class: "legend" }, series.map((name, seriesIndex) => h("li", {},
+    h("span", { class: `swatch series-${seriesIndex % 8}`, "aria-hidden": "true" }), label(kind, name))));
+  const numbers = h("details", { class: "chart-numbers" }, h("summary", {}, t("charts.numbers")),
+    h("div", { class: "table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, t("charts.period")),
+        series.map((name) => h("th", { scope: "col" }, label(kind, name))))),
+      h("tbody", {}, periods.map((period) => h("tr", {}, h("td", {}, ltr(period)),
+        series.map((name) => h("td", {}, String(count[`${period}|${name}`] ?? 0)))))))));
+  return h("div", { class: "chart-box", dir: "ltr" }, chart, legend, numbers);
+}
+
+/** One bar per agency: met, missed, overdue and still open on time, as shares of its cases; compliance beside it. */
+function slaChart(items) {
+  if (!items.length) return h("p", { class: "note" }, t("charts.none"));
+  const width = 720;
+  const rowH = 30;
+  const labelW = 190;
+  const barW = width - labelW - 110;
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${items.length * rowH + 6}`, class: "chart", role: "img",
+    "aria-label": t("charts.sla"), direction: "ltr" });
+  items.forEach((item, index) => {
+    const y = index * rowH + 4;
+    const total = SLA_PARTS.reduce((sum, part) => sum + (item[part] ?? 0), 0) || 1;
+    chart.append(svg("text", { x: 0, y: y + 17, class: "tick name" }, label("agency", item.agency)));
+    let x = labelW;
+    for (const part of SLA_PARTS) {
+      const n = item[part] ?? 0;
+      if (!n) continue;
+      const w = (n / total) * barW;
+      chart.append(svg("rect", { x, y, width: w, height: rowH - 8, class: `bar sla-part-${part.replace(/_/g, "-")}` },
+        svg("title", {}, `${label("agency", item.agency)} \u00b7 ${t(`sla_part.${part}`)}: ${n}`)));
+      x += w;
+    }
+    const text = item.compliance === null || item.compliance === undefined ? t("charts.no_due")
+      : t("charts.compliance", { n: Math.round(item.compliance * 1000) / 10 });
+    chart.append(svg("text", { x: labelW + barW + 8, y: y + 17, class: "tick" }, text));
+  });
+  const legend = h("ul", { class: "legend" }, SLA_PARTS.map((part) => h("li", {},
+    h("span", { class: `swatch sla-part-${part.replace(/_/g, "-")}`, "aria-hidden": "true" }), t(`sla_part.${part}`))));
+  const numbers = h("details", { class: "chart-numbers" }, h("summary", {}, t("charts.numbers")), table([
+    { head: "fact.agency", cell: (i) => code("agency", i.agency) },
+    ...SLA_PARTS.map((part) => ({ head: `sla_part.${part}`, cell: (i) => String(i[part] ?? 0) })),
+    { head: "charts.compliance_head", cell: (i) => (i.compliance === null ? t("charts.no_due")
+      : t("charts.compliance", { n: Math.round(i.compliance * 1000) / 10 })) },
+  ], items));
+  return h("div", { class: "chart-box", dir: "ltr" }, chart, legend, numbers);
+}
+
 // ---- start --------------------------------------------------------------------------------------
 
 function setLanguage(lang) {
@@ -880,13 +1083,14 @@ function wire() {
   for (const button of document.querySelectorAll("[data-nav]")) {
     button.addEventListener("click", () => {
       const target = button.dataset.nav;
-      go(LISTS[target] ? { name: "list", list: target } : { name: "search" });
+      go(LISTS[target] ? { name: "list", list: target } : { name: target === "charts" ? "charts" : "search" });
     });
   }
   window.addEventListener("hashchange", () => {
     // a list typed into the address bar (pushState itself never fires this)
     const hash = location.hash.replace(/^#/, "");
     if (state.token && LISTS[hash]) go({ name: "list", list: hash }, { push: false });
+    else if (state.token && hash === "charts") go({ name: "charts" }, { push: false });
   });
   window.addEventListener("popstate", (event) => {
     if (!state.token) return;
@@ -899,6 +1103,7 @@ function viewFromLocation() {
   const saved = history.state;
   if (saved && VIEWS.includes(saved.name) && (saved.name !== "case" || saved.endpoint)) return saved;
   const hash = location.hash.replace(/^#/, "");
+  if (hash === "charts") return { name: "charts" };
   return LISTS[hash] ? { name: "list", list: hash } : { name: "search" };
 }
 

@@ -22,6 +22,8 @@ export const ENDPOINTS = Object.freeze({
   reviewsQueue: ["GET", "/api/v1/reviews/queue", ["cursor"]],
   reviewsApprove: ["POST", "/api/v1/reviews/refunds/{refund_id}/approve", []],
   reviewsReject: ["POST", "/api/v1/reviews/refunds/{refund_id}/reject", []],
+  statsRefunds: ["GET", "/api/v1/stats/refunds", ["from", "to", "bucket"]],
+  statsSla: ["GET", "/api/v1/stats/sla", ["from", "to"]],
 });
 
 /**
