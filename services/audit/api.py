@@ -7,11 +7,12 @@ shown in Asia/Riyadh with their offset.
 
 # No "from __future__ import annotations": FastAPI must see the closures used in Depends().
 
+import json
 import logging
 import pathlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -46,6 +47,19 @@ def local(value: datetime | None) -> str | None:
     return value.astimezone(RIYADH).isoformat() if value is not None else None
 
 
+class MessageView(BaseModel):
+    """What the notifier told whom (``ledger.notification.*`` entries): the words as sent."""
+
+    key: str
+    audience: str
+    channel: str | None
+    address: str | None = None          # masked as the ledger records it
+    language: str | None = None
+    subject: str | None = None
+    body: str | None = None
+    reason: str | None = None           # why it was dead-lettered or superseded
+
+
 class TimelineEntry(BaseModel):
     type: str
     source: str
@@ -53,6 +67,7 @@ class TimelineEntry(BaseModel):
     time: str
     recorded_at: str
     event_id: str
+    message: MessageView | None = None
 
 
 class BankView(BaseModel):
@@ -130,10 +145,25 @@ def _pii(value: str, principal: Principal) -> str:
     return value if principal.role in FULL_PII_ROLES else (mask(value) or "")
 
 
+#: The columns of a timeline entry; a notifier entry also brings its message.
+TIMELINE_COLUMNS = ("event_id, type, source, origin_source, origin_type, occurred_at, recorded_at, "
+                    "CASE WHEN topic = 'ledger.notifications' THEN data END AS message")
+
+
+def _message(raw: Any) -> MessageView | None:
+    if raw is None:
+        return None
+    data = json.loads(raw) if isinstance(raw, str) else raw
+    reason = data.get("reason") or (f"superseded by {data['superseded_by']}" if data.get("superseded_by") else None)
+    return MessageView(key=data["key"], audience=data["audience"], channel=data.get("channel"),
+                       address=data.get("address"), language=data.get("language"), subject=data.get("subject"),
+                       body=data.get("body"), reason=reason)
+
+
 def _timeline(rows: list[asyncpg.Record]) -> list[TimelineEntry]:
     return [TimelineEntry(type=r["type"], source=r["origin_source"] or r["source"], origin_type=r["origin_type"],
                           time=local(r["occurred_at"]), recorded_at=local(r["recorded_at"]),
-                          event_id=r["event_id"]) for r in rows]
+                          event_id=r["event_id"], message=_message(r["message"])) for r in rows]
 
 
 #: The FastAPI dependency that yields the read model's asyncpg pool.
@@ -153,7 +183,7 @@ def pool_dependency(pool_of: Callable[[], asyncpg.Pool | None]) -> Pool:
 #: Case kinds: (query of the case row, query of its timeline); fixed SQL, the key bound.
 CASE_QUERIES = {
     kind: (f"SELECT * FROM audit.{table} WHERE {column} = $1",  # noqa: S608 - constants only
-           "SELECT event_id, type, source, origin_source, origin_type, occurred_at, recorded_at "  # noqa: S608
+           f"SELECT {TIMELINE_COLUMNS} "  # noqa: S608
            f"FROM audit.ledger_events WHERE {column} = $1 ORDER BY occurred_at, recorded_at, event_id")
     for kind, table, column in (("payment", "payments", "payment_id"), ("refund", "refunds", "refund_id"))
 }

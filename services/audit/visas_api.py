@@ -10,7 +10,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
-from services.audit.api import ID_PATTERN, PERSON_PATTERN, Pool, _pii, _timeline, local, require
+from services.audit.api import ID_PATTERN, PERSON_PATTERN, TIMELINE_COLUMNS, Pool, _pii, _timeline, local, require
 from services.audit.refunds_api import READ_ROLES, LiaisonView, Sla, keyset_page, liaison_view, next_owner, sla_of
 from services.kit import liaisons
 from services.kit.auth import Principal
@@ -88,7 +88,7 @@ def create_visas_router(pool: Pool, secret: str, rules: Rules,
                 raise HTTPException(404, f"visa {key} is not in the ledger")
             refund = await conn.fetchrow("SELECT * FROM audit.refunds WHERE visa_key = $1", key)
             events = await conn.fetch(
-                "SELECT event_id, type, source, origin_source, origin_type, occurred_at, recorded_at "
+                f"SELECT {TIMELINE_COLUMNS} "  # noqa: S608 - constants only
                 "FROM audit.ledger_events WHERE visa_key = $1 OR ($2::text IS NOT NULL AND refund_id = $2) "
                 "ORDER BY occurred_at, recorded_at, event_id", key, refund["refund_id"] if refund else None)
         owner = next_owner(refund["state"], refund["route"]) if refund else None
