@@ -75,3 +75,7 @@ NOTIFICATIONS_FAILED = Counter("refund_ledger_notifications_failed_total", "Deli
                                ["channel"])
 NOTIFICATIONS_PENDING = Gauge("refund_ledger_notifications_pending", "Messages waiting to be delivered.",
                               ["channel"])
+NOTIFICATIONS_DEAD = Counter("refund_ledger_notifications_dead_lettered_total",
+                             "Messages that will not be delivered, by channel (none: no channel could be used) "
+                             "and why: retries_exhausted, refused, no_contact, channel_not_configured, missing_fact.",
+                             ["channel", "reason"])

@@ -156,6 +156,9 @@ class NotifierApplication(LedgerApplication):
             if job.outgoing is None or result.permanent or job.attempt >= self.config.max_attempts:
                 notice.record_failure(job.channel, reason, now, None)
                 uow.cancel(DELIVER, job.timer_key)
+                why = (job.outcome.split(":")[0] if job.outcome else "refused" if result.permanent
+                       else "retries_exhausted")
+                metrics.NOTIFICATIONS_DEAD.labels(job.channel, why).inc()
             else:
                 retry_at = now + self.config.backoff(job.attempt)
                 notice.record_failure(job.channel, reason, now, retry_at)
@@ -248,6 +251,7 @@ class Notifier:
         else:
             wanted = ", ".join(sorted(c for c, a in known.items() if a)) or "none"
             notice.undeliverable(f"channel_not_configured: {wanted}", self.app.clock())
+            metrics.NOTIFICATIONS_DEAD.labels("none", "channel_not_configured").inc()
 
     def _address(self, uow: UnitOfWork, notice: Notice, addresses: dict[str, str], language: str,
                  due: datetime) -> None:
@@ -311,6 +315,7 @@ class Notifier:
         notice: Notice | None = uow.get(Notice.create_id(key))
         if notice is not None and notice.awaiting_contact:
             notice.undeliverable("no_contact", now)
+            metrics.NOTIFICATIONS_DEAD.labels("none", "no_contact").inc()
 
 
 #: The ledger event types the notifier acts on: every one the catalogue answers, and the closers.
