@@ -150,11 +150,14 @@ class IngressRecorder(PostgresProcessRecorder):
     ) -> None:
         """The events (under the library's table lock), then their chain hashes and, when due, a digest."""
         super()._insert_stored_events(curs, stored_events, **kwargs)
-        with curs.connection.cursor() as own:  # ``curs`` still holds the notification ids the library reads
+        # Own cursors: ``curs`` still holds the notification ids the library reads, and in pipeline mode
+        # a cursor that ran a write must not be asked for a later query's rows.
+        with curs.connection.cursor() as own:
             self._chain(own, stored_events)
-            if time.monotonic() >= self._next_digest:
+        if time.monotonic() >= self._next_digest:
+            with curs.connection.cursor() as own:
                 self._record_digest(own)
-                self._next_digest = time.monotonic() + self.digest_interval
+            self._next_digest = time.monotonic() + self.digest_interval
 
     def _chain(self, curs: psycopg.Cursor[DictRow], stored_events: Sequence[StoredEvent]) -> None:
         events = sorted(((UUID(str(e.originator_id)), e) for e in stored_events),
@@ -179,9 +182,10 @@ class IngressRecorder(PostgresProcessRecorder):
             digest = event_hash(link, originator_id, event.originator_version, event.topic, event.state)
             rows.append((originator_id, event.originator_version, state_digest(event.state), digest))
             previous[originator_id] = digest
-        curs.executemany(
+        curs.execute(
             SQL("INSERT INTO {0} (originator_id, originator_version, state_sha256, hash) "
-                "VALUES (%s, %s, %s, %s)").format(self._hashes_table), rows)
+                "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[])").format(self._hashes_table),
+            [list(column) for column in zip(*rows, strict=True)])
 
     def _record_digest(self, curs: psycopg.Cursor[DictRow]) -> None:
         curs.execute(SQL("SELECT max(notification_id) AS up_to FROM {0}.{1}").format(

@@ -14,6 +14,7 @@ from services.cli import main
 from services.cli.verify import verify_schema
 from services.kit.chain import GENESIS, event_hash
 from services.kit.envelope import SchemaRegistry, resolve_schemas_dir
+from services.kit.identity import with_check_digit
 from services.kit.ingress import Ingress
 from services.payments.application import PaymentsApplication, handlers, timer_handlers
 from services.payments.domain import PaymentsError
@@ -43,6 +44,10 @@ def store(database_url):
             assert outcome.applied == 3 and sum(outcome.rejected.values()) == 1
         for n, person in enumerate(PEOPLE):
             ingress.apply([msg(cloudevent("fee.charged", charge(f"CHG-{n}-b", beneficiary_id=person, amount=500)))])
+        # one full batch: a chain write and a digest after hundreds of events in one pipelined transaction
+        many = [with_check_digit(f"1{n:08d}") for n in range(200, 500)]
+        assert ingress.apply([msg(cloudevent("payment.recorded", payment(f"BIG-{p}", beneficiary_id=p, payer_id=p)))
+                              for p in many]).applied == len(many)
     finally:
         app.close()
     return database_url
@@ -73,7 +78,7 @@ def test_an_untouched_store_verifies_clean(store, monkeypatch, capsys):
     print(f"events {report.events}, chains {report.chains}, digests {report.digests}, "
           f"findings {len(report.findings)}")
     assert report.findings == []
-    assert report.events >= 20 and report.chains >= 7 and report.digests == 6
+    assert report.events >= 600 and report.chains >= 600 and report.digests == 7
     code, out = verify(store, monkeypatch, capsys)
     assert code == 0 and "payments: OK" in out
 
