@@ -393,6 +393,25 @@ def create_refunds_router(
                 unreflected_since=local(r["unreflected_since"]), responsible_agency=r["agency"]) for r in page],
             next_cursor=next_cursor)
 
+    @router.get("/payments/unreflected.csv", tags=["exceptions", "export"], response_class=StreamingResponse,
+                responses=CSV_RESPONSE)
+    async def export_unreflected(
+        request: Request,
+        principal: Annotated[Principal, Depends(reader)],
+        db: Annotated[asyncpg.Pool, Depends(pool)],
+        agency: Annotated[str | None, Query(pattern=r"^[A-Z][A-Z0-9_]{1,31}$")] = None,
+    ) -> StreamingResponse:
+        """The unreflected payments list as CSV, oldest first, streamed; recorded in the access log with its rows."""
+        sql, args = filtered("audit.payments", [("agency = ?", agency)] if agency else [],
+                             "unreflected_since IS NOT NULL")
+        return await stream_csv(
+            request, db, sql + " ORDER BY unreflected_since, payment_id", args,
+            ("payment_id", "beneficiary_id", "agency", "service_code", "amount_halalas", "channel", "paid_at",
+             "unreflected_since", "responsible_agency"),
+            lambda r: [r["payment_id"], _pii(r["beneficiary_id"], principal), r["agency"], r["service_code"],
+                       r["amount"], r["channel"], local(r["paid_at"]), local(r["unreflected_since"]), r["agency"]],
+            "unreflected-payments.csv")
+
     for queue in QUEUES:
         add_queue_routes(router, queue, pool, secret, calendar, decide, clock, rules)
     return router

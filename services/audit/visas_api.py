@@ -7,10 +7,12 @@ from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from services.audit.api import ID_PATTERN, PERSON_PATTERN, TIMELINE_COLUMNS, Pool, _pii, _timeline, local, require
+from services.audit.export import CSV_RESPONSE, stream_csv
 from services.audit.refunds_api import READ_ROLES, LiaisonView, Sla, keyset_page, liaison_view, next_owner, sla_of
 from services.kit import liaisons
 from services.kit.auth import Principal
@@ -121,5 +123,21 @@ def create_visas_router(pool: Pool, secret: str, rules: Rules,
             sponsor_id=_pii(r["sponsor_id"], principal), export_number=r["export_number"],
             serial_number=r["serial_number"], status=r["status"], status_changed_at=local(r["status_changed_at"]),
             flagged_at=local(r["status_mismatch_at"]), route=r["route"]) for r in page], next_cursor=next_cursor)
+
+    @router.get("/visas/status-mismatches.csv", tags=["exceptions", "export"], response_class=StreamingResponse,
+                responses=CSV_RESPONSE)
+    async def export_status_mismatches(
+        request: Request,
+        principal: Annotated[Principal, Depends(reader)],
+        db: Annotated[asyncpg.Pool, Depends(pool)],
+    ) -> StreamingResponse:
+        """The status-mismatch list as CSV, oldest flag first, streamed; recorded in the access log with its rows."""
+        return await stream_csv(
+            request, db, "SELECT * FROM audit.visas WHERE status_mismatch_at IS NOT NULL "
+                         "ORDER BY status_mismatch_at, visa_key", (),
+            ("sponsor_id", "export_number", "serial_number", "status", "status_changed_at", "flagged_at", "route"),
+            lambda r: [_pii(r["sponsor_id"], principal), r["export_number"], r["serial_number"], r["status"],
+                       local(r["status_changed_at"]), local(r["status_mismatch_at"]), r["route"]],
+            "status-mismatches.csv")
 
     return router

@@ -155,3 +155,32 @@ async def test_an_export_is_not_served_without_the_access_log(loaded):
                                  base_url="http://audit.test") as http:
         response = await http.get("/api/v1/refunds.csv", headers=token("auditor", "mof:a"))
     assert response.status_code == 503 and "refund_id" not in response.text
+
+
+async def test_the_exception_lists_export_as_csv_too_and_are_recorded_with_their_rows(loaded):
+    async with loaded.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO audit.payments (payment_id, beneficiary_id, payer_id, payer_iban, agency, service_code, "
+            "amount, currency, channel, bank_code, third_party_payer, paid_at, recorded_at, unreflected_since) "
+            "SELECT 'PAY-U' || i, '2000000007', '2000000007', $1, 'MOI', 'TRAFFIC_FINE', 15000, 'SAR', 'SADAD_ONLINE',"
+            " '80', false, $2::timestamptz - make_interval(days => i), $2::timestamptz, "
+            " $2::timestamptz - make_interval(days => i) + interval '24 hours' FROM generate_series(1, 3) AS i",
+            IBAN, NOW)
+        await conn.execute(
+            "INSERT INTO audit.visas (visa_key, sponsor_id, export_number, serial_number, status, status_changed_at, "
+            "status_mismatch_at) VALUES ('1098765439/1448001234/7', '1098765439', '1448001234', '7', 'FEES_RESTORED', "
+            "$1, $1)", NOW)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=compose(lambda: loaded)),
+                                 base_url="http://audit.test") as http:
+        agent = token("agent", "agent:n.alotaibi")
+        unreflected = await http.get("/api/v1/payments/unreflected.csv", params={"agency": "MOI"}, headers=agent)
+        mismatches = await http.get("/api/v1/visas/status-mismatches.csv", headers=agent)
+    assert [(r["payment_id"], r["beneficiary_id"], r["responsible_agency"]) for r in parse(unreflected.text)] == [
+        ("PAY-U3", "******0007", "MOI"), ("PAY-U2", "******0007", "MOI"), ("PAY-U1", "******0007", "MOI")], \
+        "oldest first, masked"
+    assert [(r["sponsor_id"], r["serial_number"]) for r in parse(mismatches.text)] == [("******5439", "7")]
+    async with loaded.acquire() as conn:
+        rows = await conn.fetch("SELECT path, rows FROM audit.access_log WHERE path LIKE '%.csv' "
+                                "AND subject = 'agent:n.alotaibi' AND path NOT LIKE '/api/v1/refunds%' ORDER BY id")
+    assert [(r["path"], r["rows"]) for r in rows] == [("/api/v1/payments/unreflected.csv", 3),
+                                                      ("/api/v1/visas/status-mismatches.csv", 1)]
