@@ -120,7 +120,8 @@ class Settings:
     rules_file: str = ""                     # RULES_FILE; empty = services/kit/reference/rules.json
     liaisons_file: str = ""                  # LIAISONS_FILE; empty = services/kit/reference/liaisons.json
     # Security (README "Security"): bank event signatures, encryption of stored events, keyed hashes.
-    bank_signing_keys: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)  # BANK_SIGNING_KEYS(_FILE)
+    # BANK_SIGNING_KEYS / BANK_SIGNING_KEYS_FILE: bank code -> {key id -> secret}; not in repr, not hashed
+    bank_signing_keys: dict[str, dict[str, str]] = field(default_factory=dict, repr=False, hash=False)
     cipher_key: str = field(default="", repr=False)  # CIPHER_KEY: base64 AES key; empty = stored events in clear
     cipher_required: bool = False            # CIPHER_REQUIRED: refuse to start without CIPHER_KEY (prod)
     chain_digest_interval: float = 300.0     # CHAIN_DIGEST_INTERVAL seconds between digests of all hash chains

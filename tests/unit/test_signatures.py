@@ -147,6 +147,7 @@ def test_settings_read_keys_from_json_or_a_file(tmp_path):
     assert Settings.from_env({"BANK_SIGNING_KEYS_FILE": str(path)}).bank_signing_keys == KEYS
     assert Settings.from_env({"BANK_SIGNING_KEYS": json.dumps(KEYS)}).bank_signing_keys == KEYS
     assert "n" * 32 not in repr(Settings.from_env({"BANK_SIGNING_KEYS": json.dumps(KEYS)}))
+    assert hash(Settings.from_env({"BANK_SIGNING_KEYS": json.dumps(KEYS)})) is not None, "settings stay hashable"
     with pytest.raises(SettingsError, match="BANK_SIGNING_KEYS"):
         Settings.from_env({"BANK_SIGNING_KEYS": "{not json"})
     with pytest.raises(SettingsError, match="not both"):
