@@ -318,9 +318,17 @@ class Notifier:
             metrics.NOTIFICATIONS_DEAD.labels("none", "no_contact").inc()
 
 
-#: The ledger event types the notifier acts on: every one the catalogue answers, and the closers.
+#: The partner event types the notifier consumes (Absher's contacts).
+PARTNER_TYPES = ("contact.updated",)
+
+
 def followed_types(catalogue: Catalogue) -> frozenset[str]:
+    """The ledger event types the notifier acts on: every one the catalogue answers, and the closers."""
     return catalogue.answered_events() | frozenset(OPENS) | frozenset(CLOSES)
+
+
+def handled_types(catalogue: Catalogue) -> frozenset[str]:
+    return followed_types(catalogue) | frozenset(PARTNER_TYPES)
 
 
 def handlers(app: LedgerApplication) -> dict[str, Handler]:
@@ -328,6 +336,7 @@ def handlers(app: LedgerApplication) -> dict[str, Handler]:
     notifier = Notifier(app)
     found: dict[str, Handler] = dict.fromkeys(followed_types(app.catalogue), notifier.on_ledger_event)
     found["contact.updated"] = notifier.on_contact
+    assert set(found) == handled_types(app.catalogue)
     return found
 
 
