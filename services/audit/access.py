@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
+import anyio
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -31,6 +32,7 @@ from services.kit.auth import InvalidToken, Principal, verify_token
 log = logging.getLogger(__name__)
 
 ADMIN = frozenset({"admin"})
+CLOSED_EARLY = 499  # the status recorded for an export the client broke off (rows: as many as had left)
 READ_ROLES = ADMIN  # who may read this module's routes
 _INSERT = ("INSERT INTO audit.access_log (subject, role, method, path, filters, status, rows) "
            "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, at")
@@ -69,7 +71,7 @@ def add_access_audit(api: FastAPI, pool_of: Callable[[], asyncpg.Pool | None], s
         response = await call_next(request)
         export = getattr(request.state, "export", None)
         if export is not None and response.status_code == 200:
-            return await _recorded_stream(request, response, export)
+            return await _recorded_stream(pool_of, secret, request, response, export)
         body = b"".join([chunk async for chunk in response.body_iterator])
         try:
             parsed = json.loads(body) if body else None
@@ -95,38 +97,52 @@ def add_access_audit(api: FastAPI, pool_of: Callable[[], asyncpg.Pool | None], s
         headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
         return Response(body, status_code=response.status_code, headers=headers, media_type=response.media_type)
 
-    async def _record(request: Request, caller: Principal | None, status: int, rows: int) -> None:
-        pool = pool_of()
-        if pool is None:
-            raise OSError("the access log is not connected")
-        async with pool.acquire() as conn:
-            await conn.execute(
-                _INSERT, caller.subject if caller else None, caller.role if caller else None,
-                request.method, request.url.path, json.dumps(dict(request.query_params)), status, rows)
-        metrics.ACCESS_AUDIT_RECORDS.inc()
 
-    async def _recorded_stream(request: Request, response: Response, export: Any) -> Response:
-        """Pass an export's chunks through as they come; record it (with its rows) before the last one."""
-        if pool_of() is None:
-            return JSONResponse({"detail": "the access log is not connected yet"}, status_code=503)
-        caller = _caller(request, secret)
+async def _record(pool_of: Callable[[], asyncpg.Pool | None], request: Request, caller: Principal | None, status: int,
+                  rows: int) -> None:
+    pool = pool_of()
+    if pool is None:
+        raise OSError("the access log is not connected")
+    async with pool.acquire() as conn:
+        await conn.execute(
+            _INSERT, caller.subject if caller else None, caller.role if caller else None,
+            request.method, request.url.path, json.dumps(dict(request.query_params)), status, rows)
+    metrics.ACCESS_AUDIT_RECORDS.inc()
 
-        async def chunks():
-            held: bytes | None = None
+
+async def _recorded_stream(pool_of: Callable[[], asyncpg.Pool | None], secret: str, request: Request,
+                           response: Response, export: Any) -> Response:
+    """Pass an export's chunks through as they come; record it (with its rows) before the last one."""
+    if pool_of() is None:
+        return JSONResponse({"detail": "the access log is not connected yet"}, status_code=503)
+    caller = _caller(request, secret)
+
+    async def chunks():
+        held: bytes | None = None
+        finished = False
+        try:
             async for chunk in response.body_iterator:
                 if held is not None:
                     yield held
                 held = chunk if isinstance(chunk, bytes) else chunk.encode()
-            try:
-                await _record(request, caller, response.status_code, export.rows)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                log.exception("export not recorded; its stream is broken off")
-                raise
-            if held is not None:
-                yield held
+            finished = True
+        finally:
+            if not finished:  # the client went away (or the stream failed): what left is still recorded
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await _record(pool_of, request, caller, CLOSED_EARLY, export.rows)
+                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                        log.exception("a broken-off export was not recorded")
+        try:
+            await _record(pool_of, request, caller, response.status_code, export.rows)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            log.exception("export not recorded; its stream is broken off")
+            raise
+        if held is not None:
+            yield held
 
-        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-        return StreamingResponse(chunks(), status_code=response.status_code, headers=headers)
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+    return StreamingResponse(chunks(), status_code=response.status_code, headers=headers)
 
 
 def _record_id(key: str) -> int:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import asyncpg
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -44,6 +45,22 @@ def _safe(value: Any) -> Any:
     return value
 
 
+class _CursorResponse(StreamingResponse):
+    """A streamed answer that gives its database connection back however it ends: finished, failed,
+    or cancelled because the client went away (then the body's generator is abandoned unclosed)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._release()
+
+
 async def stream_csv(request: Request, pool: asyncpg.Pool, sql: str, args: Sequence[Any], header: Sequence[str],
                      values: Callable[[asyncpg.Record], Sequence[Any]], filename: str) -> StreamingResponse:
     """Stream ``sql`` (a constant of this package; values bound) as CSV, counting rows in
@@ -54,11 +71,26 @@ async def stream_csv(request: Request, pool: asyncpg.Pool, sql: str, args: Seque
     """
     conn = await pool.acquire()
     transaction = conn.transaction(isolation="repeatable_read", readonly=True)
+    released = False
+
+    async def release() -> None:
+        nonlocal released
+        if released:
+            return
+        released = True
+        try:
+            await transaction.rollback()  # read-only: nothing to keep
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            pass  # broken off mid-fetch: the pool resets (or closes) the connection on release
+        finally:
+            await pool.release(conn)
+
     try:
         await transaction.start()
         cursor = await conn.cursor(sql, *args)
     except BaseException:
-        await pool.release(conn)
+        with anyio.CancelScope(shield=True):
+            await release()
         raise
     export = Export()
     request.state.export = export
@@ -70,14 +102,12 @@ async def stream_csv(request: Request, pool: asyncpg.Pool, sql: str, args: Seque
                 export.rows += len(rows)
                 yield "".join(_line(values(row)) for row in rows).encode()
         finally:
-            try:
-                await transaction.rollback()  # read-only: nothing to keep
-            finally:
-                await pool.release(conn)
+            with anyio.CancelScope(shield=True):
+                await release()
 
-    return StreamingResponse(chunks(), media_type=MEDIA_TYPE,
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"',
-                                      "Cache-Control": "no-store"})
+    return _CursorResponse(chunks(), release, media_type=MEDIA_TYPE,
+                           headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                                    "Cache-Control": "no-store"})
 
 
 def rows_csv(request: Request, header: Sequence[str], rows: Sequence[Sequence[Any]],

@@ -65,28 +65,36 @@ async def loaded(postgres):
         await pool.close()
 
 
-async def stream(api, path: str, query: str, headers: dict[str, str]) -> tuple[int, int, int, bytes]:
+async def stream(api, path: str, query: str, headers: dict[str, str],
+                 leave_after: int | None = None) -> tuple[int, int, int, bytes]:
     """GET over raw ASGI; the body is counted and dropped chunk by chunk. Returns the status,
-    the lines and bytes received, and the first chunk."""
+    the lines and bytes received, and the first chunk. ``leave_after``: the client disconnects
+    after that many body chunks."""
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
              "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
              "root_path": "", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000),
              "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
-    answer = {"status": 0, "lines": 0, "bytes": 0, "first": b""}
+    answer = {"status": 0, "lines": 0, "bytes": 0, "first": b"", "chunks": 0}
     sent = False
+    gone = asyncio.Event()
 
     async def receive():
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Event().wait()  # the client never disconnects
+        await gone.wait()  # without leave_after, the client never disconnects
         return {"type": "http.disconnect"}
 
     async def send(message):
         if message["type"] == "http.response.start":
             answer["status"] = message["status"]
         elif message["type"] == "http.response.body":
+            if gone.is_set():
+                return  # nobody is listening any more (as a server drops writes to a closed socket)
+            answer["chunks"] += 1
+            if leave_after is not None and answer["chunks"] >= leave_after:
+                gone.set()
             body = message.get("body", b"")
             if body and not answer["first"]:
                 answer["first"] = body
@@ -184,3 +192,19 @@ async def test_the_exception_lists_export_as_csv_too_and_are_recorded_with_their
                                 "AND subject = 'agent:n.alotaibi' AND path NOT LIKE '/api/v1/refunds%' ORDER BY id")
     assert [(r["path"], r["rows"]) for r in rows] == [("/api/v1/payments/unreflected.csv", 3),
                                                       ("/api/v1/visas/status-mismatches.csv", 1)]
+
+
+async def test_an_export_the_client_breaks_off_is_still_recorded_and_gives_its_connection_back(loaded):
+    api = compose(lambda: loaded)
+    status, lines, _, _ = await stream(api, "/api/v1/refunds.csv", "", token("auditor", "mof:quitter"),
+                                       leave_after=5)
+    assert status == 200 and 0 < lines < LARGE
+    async with loaded.acquire() as conn:
+        records = await conn.fetch("SELECT status, rows FROM audit.access_log WHERE subject = 'mof:quitter'")
+    assert [r["status"] for r in records] == [499], "recorded as broken off by the client"
+    assert 0 < records[0]["rows"] < LARGE
+    for _ in range(100):  # the cursor's connection is back in the pool
+        if loaded.get_size() == loaded.get_idle_size():
+            break
+        await asyncio.sleep(0.05)
+    assert loaded.get_size() == loaded.get_idle_size()
