@@ -121,6 +121,7 @@ class Refunds:
         if case is None or case.state in {"AWAITING_HOLD", "JAWAZAT_QUEUE", "MANUAL_REVIEW"}:
             _park(uow, refund_id, outcome, facts, envelope.origin)
             return
+        case.check_answering_bank(envelope.source)
         close = case.complete if outcome == "completed" else case.fail
         close(**facts, origin=envelope.origin)
         uow.cancel(OVERDUE, case.refund_id)
@@ -233,6 +234,7 @@ class Refunds:
             if isinstance(facts.get(name), str):
                 facts[name] = datetime.fromisoformat(facts[name])
         try:
+            case.check_answering_bank(parked.origin["source"])
             if parked.outcome == "completed":
                 case.complete(**facts, origin=parked.origin)
             else:

@@ -65,6 +65,12 @@ class AlreadyClosed(RefundsError):
     reason_code = "refund_already_closed"
 
 
+class WrongBank(RefundsError):
+    """Raised when a bank answers for a refund to an account held at another bank."""
+
+    reason_code = "wrong_bank"
+
+
 class RefundCase(Aggregate):
     """One refund, from its origin to the bank's answer."""
 
@@ -104,6 +110,13 @@ class RefundCase(Aggregate):
     def next_step_owner(self) -> str | None:
         """Who must act next, from the responsibility matrix (``reference/responsibility.json``)."""
         return liaisons.responsibility().refund_owner(self.state, self.route) if self.open else None
+
+    def check_answering_bank(self, source: str) -> None:
+        """Raise WrongBank unless ``source`` (``bank/NN``) holds the refund's account: a bank's key
+        signs only its own answers, and ``refund.failed`` names no account to check it against."""
+        expected = f"bank/{self.iban[4:6]}"
+        if source != expected:
+            raise WrongBank(f"refund {self.refund_id} is paid into an account at {expected}; {source} cannot answer it")
 
     def check_same_request(self, **facts: Any) -> None:
         """Raise RefundConflict unless ``facts`` repeat the original request."""

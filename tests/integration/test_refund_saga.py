@@ -349,3 +349,20 @@ def test_a_decision_for_a_refund_in_another_queue_is_rejected(saga):
     saga.settle()
     [rejection] = [e for e in saga.ledger if e["type"] == "event.rejected"]
     assert rejection["data"]["reason_code"] == "not_awaiting_decision"
+
+
+def test_a_bank_cannot_answer_for_a_refund_paid_into_another_banks_account(saga):
+    """refund.failed names no account: a bank's valid signature must not let it fail another bank's refund,
+    live or parked."""
+    funded(saga)
+    saga.ref.feed("refund-requests", [cloudevent("refund.requested", refund_request("RR-8", amount=10000))])
+    saga.settle()
+    saga.ref.feed("bank-returns", [cloudevent("refund.failed", bank_failure("RR-8"), source="bank/20")])
+    saga.ref.feed("bank-returns", [cloudevent("refund.failed", bank_failure("RR-9"), source="bank/20")])  # parked
+    saga.settle()
+    [rejection] = [e for e in saga.ledger if e["type"] == "event.rejected"]
+    assert rejection["data"]["reason_code"] == "wrong_bank"
+    assert saga.ref.app.case("RR-8")["state"] == "ORDERED"
+    saga.ref.feed("refund-requests", [cloudevent("refund.requested", refund_request("RR-9", amount=10000))])
+    saga.settle()
+    assert saga.ref.app.case("RR-9")["state"] == "ORDERED"  # the parked answer of the wrong bank was discarded

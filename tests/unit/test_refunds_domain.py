@@ -19,6 +19,7 @@ from services.refunds.domain import (
     RefundCase,
     RefundConflict,
     ReturnMismatch,
+    WrongBank,
     visa_refund_id,
 )
 
@@ -580,3 +581,10 @@ def test_a_visa_refund_id_is_deterministic_from_the_visa_key():
     assert visa_refund_id("1012345680", "1448001238", "3") != visa_refund_id(*key)
     assert visa_refund_id("1012345672", "1448001246", "3") != visa_refund_id(*key)
     assert RefundCase.create_id(visa_refund_id(*key)) == RefundCase.create_id(visa_refund_id(*key))
+
+
+def test_only_the_bank_holding_the_account_may_answer_for_a_refund():
+    case = ordered_case()
+    case.check_answering_bank(f"bank/{case.iban[4:6]}")
+    with pytest.raises(WrongBank):
+        case.check_answering_bank("bank/20")
