@@ -183,6 +183,17 @@ async def test_an_agent_finds_a_visa_case_reads_it_in_both_languages_and_jawazat
             await sign_in(page, base, "auditor", "mof:a.alghamdi")
             assert await page.evaluate("[document.documentElement.lang, document.documentElement.dir]") == ["ar", "rtl"]
 
+            # the sponsor's ID alone: every case of theirs, exported as CSV from the results
+            await page.locator("#search-input").fill(SPONSOR)
+            await page.locator("#search-form button[type=submit]").click()
+            await page.locator("#search-results .result").first.wait_for()
+            async with page.expect_download() as downloading:
+                await page.locator("#search-results button.csv").click()
+            exported = await (await downloading.value).path()
+            lines = Path(exported).read_text(encoding="utf-8").splitlines()
+            assert lines[0] == "kind,key,label,url" and len(lines) == 1 + await page.locator(
+                "#search-results .result").count()
+
             # the agent types what the sponsor reads out: sponsor ID, export number, serial number
             await page.locator("#search-input").fill(f"{SPONSOR} {EXPORT} {VISA_REFUND_SERIAL}")
             await page.locator("#search-form button[type=submit]").click()
@@ -246,5 +257,8 @@ async def test_an_agent_finds_a_visa_case_reads_it_in_both_languages_and_jawazat
     assert dict(case) == {"state": "ORDERED", "decided_by": CHECKER, "first_approved_by": MAKER}
     assert side.rejections == [], "the maker never reached the ledger as checker"
     assert {r["subject"] for r in subjects} == {"mof:a.alghamdi", MAKER, CHECKER}, "every look is in the access log"
+    async with pool.acquire() as conn:
+        exported = await conn.fetchrow("SELECT subject, rows FROM audit.access_log WHERE path = '/api/v1/search.csv'")
+    assert exported["subject"] == "mof:a.alghamdi" and exported["rows"] == len(lines) - 1
     for name in ("case-ar.png", "case-en.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000

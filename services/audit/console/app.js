@@ -210,6 +210,49 @@ async function api(endpoint, { params = {}, query = {}, body } = {}) {
   return payload;
 }
 
+/** Download a CSV export (streamed by the server) as a file; the token goes in the header, never a URL. */
+async function download(endpoint, query, filename) {
+  const url = endpointUrl(endpoint, {}, query);
+  const headers = { Accept: "text/csv", Authorization: `Bearer ${state.token}` };
+  let response;
+  try {
+    response = await fetch(url, { method: "GET", headers, credentials: "omit", cache: "no-store", redirect: "error", referrerPolicy: "no-referrer" });
+  } catch {
+    throw new ApiError(0, "", true);
+  }
+  if (!response.ok) {
+    let payload = null;
+    try {
+      payload = await response.json();
+    } catch {
+      payload = null;
+    }
+    throw new ApiError(response.status, detailText(payload));
+  }
+  const file = await response.blob();
+  const link = h("a", { download: filename, hidden: true });
+  link.href = URL.createObjectURL(file); // a local object, never a server URL
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+}
+
+/** A button that downloads an export; a failure shows where `place` says. */
+function csvButton(endpoint, query, filename, place) {
+  return h("button", {
+    type: "button", class: "csv",
+    onclick: async () => {
+      try {
+        await download(endpoint, query, filename);
+      } catch (error) {
+        const shown = errorBox(error, null);
+        if (shown) place(shown);
+      }
+    },
+  }, t("common.download_csv"));
+}
+
 /**
  * What to show for a failed call. 401 signs out (back to sign-in), 403 says the role may not,
  * 5xx and network errors offer a retry. Returns null when the page was taken to sign-in.
@@ -436,8 +479,9 @@ function renderSearch() {
       : h("bdi", { dir: "ltr", lang: "en" }, String(item.label ?? ""))))));
   }
   const understood = queryKind && hasWords(`query_kind.${queryKind}`) ? t(`query_kind.${queryKind}`) : null;
+  const exportButton = csvButton("searchCsv", { q: state.search.query }, "search-results.csv", (shown) => box.append(shown));
   box.replaceChildren(h("p", { class: "count" }, t("search.results", { n: items.length }),
-    understood ? [" \u00b7 ", t("search.understood_as", { kind: understood })] : null), list);
+    understood ? [" \u00b7 ", t("search.understood_as", { kind: understood })] : null, " ", exportButton), list);
 }
 
 // ---- case page ----------------------------------------------------------------------------------
@@ -721,9 +765,13 @@ const approvalsColumn = {
 };
 
 const LISTS = {
-  overdue: { title: "nav.overdue", help: "list.overdue_help", endpoint: "refunds", query: { status: "overdue" }, columns: refundColumns },
+  overdue: {
+    title: "nav.overdue", help: "list.overdue_help", endpoint: "refunds", query: { status: "overdue" }, columns: refundColumns,
+    csv: ["refundsCsv", { status: "overdue" }, "overdue-refunds.csv"],
+  },
   unreflected: {
     title: "nav.unreflected", help: "list.unreflected_help", endpoint: "unreflected", query: {},
+    csv: ["unreflectedCsv", {}, "unreflected-payments.csv"],
     columns: [
       { head: "fact.payment_id", cell: (p) => caseButton("payment", { payment_id: p.payment_id }, p.payment_id) },
       { head: "fact.paid_at", cell: (p) => time(p.paid_at) },
@@ -737,6 +785,7 @@ const LISTS = {
   },
   mismatches: {
     title: "nav.mismatches", help: "list.mismatches_help", endpoint: "mismatches", query: {},
+    csv: ["mismatchesCsv", {}, "status-mismatches.csv"],
     columns: [
       { head: "fact.visa", cell: (v) => {
         const key = [v.sponsor_id, v.export_number, v.serial_number].join(" / ");
@@ -781,6 +830,13 @@ function renderList() {
   const { spec } = model;
   $("list-title").textContent = t(spec.title);
   const parts = [h("p", { class: "help" }, t(spec.help))];
+  if (spec.csv) {
+    const [endpoint, query, filename] = spec.csv;
+    parts.push(h("p", {}, csvButton(endpoint, query, filename, (shown) => {
+      model.notice = shown;
+      renderList();
+    })));
+  }
   if (!FULL_PII_ROLES.includes(role())) parts.push(h("p", { class: "note" }, t("case.masked_note")));
   if (model.notice) parts.push(model.notice);
   const columns = [...spec.columns];

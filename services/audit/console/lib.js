@@ -22,6 +22,10 @@ export const ENDPOINTS = Object.freeze({
   reviewsQueue: ["GET", "/api/v1/reviews/queue", ["cursor"]],
   reviewsApprove: ["POST", "/api/v1/reviews/refunds/{refund_id}/approve", []],
   reviewsReject: ["POST", "/api/v1/reviews/refunds/{refund_id}/reject", []],
+  refundsCsv: ["GET", "/api/v1/refunds.csv", ["status"]],
+  unreflectedCsv: ["GET", "/api/v1/payments/unreflected.csv", []],
+  mismatchesCsv: ["GET", "/api/v1/visas/status-mismatches.csv", []],
+  searchCsv: ["GET", "/api/v1/search.csv", ["q"]],
   statsRefunds: ["GET", "/api/v1/stats/refunds", ["from", "to", "bucket"]],
   statsSla: ["GET", "/api/v1/stats/sla", ["from", "to"]],
 });
