@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ from services.kit.identity import PERSON_FIELDS, check_person_id
 from services.kit.signatures import NO_KEYS, Keyring, verify
 from services.kit.versions import schema_version, upcast
 
-__all__ = ["Envelope", "RawMessage", "Rejected", "SchemaRegistry", "parse", "write"]
+__all__ = ["Envelope", "RawMessage", "Rejected", "SchemaRegistry", "TimeBounds", "parse", "write"]
 
 MAX_MESSAGE_BYTES = 256 * 1024
+MONEY_FIELDS = frozenset({"amount", "fee"})
 CONTENT_TYPE = "application/cloudevents+json"
 
 
@@ -139,6 +141,24 @@ def resolve_schemas_dir(settings) -> Path:
     return Path(__file__).resolve().parents[2] / "schemas"
 
 
+_LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_TIME_SHAPE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$")
+
+
+def _check_instants(attributes: dict[str, Any]) -> None:
+    """A time written in the right shape that names no instant (30 February, 24:30, a leap second)
+    is ``invalid_time``, whichever check would otherwise see it first."""
+    data = attributes.get("data")
+    fields = [("time", attributes.get("time"))] + (
+        [(n, v) for n, v in data.items() if n.endswith("_at")] if isinstance(data, dict) else [])
+    for name, value in fields:
+        if isinstance(value, str) and _TIME_SHAPE.match(value):
+            try:
+                parse_time(value)
+            except ValueError as exc:
+                raise Rejected("invalid_time", f"{name}: {exc}") from None
+
+
 def _decode(raw: RawMessage) -> dict[str, Any]:
     """The message value as a JSON object, or the precise reason it is not one."""
     value = raw.value
@@ -154,14 +174,58 @@ def _decode(raw: RawMessage) -> dict[str, Any]:
         attributes = json.loads(text)
     except json.JSONDecodeError as exc:
         raise Rejected("malformed_json", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise Rejected("malformed_json", f"not JSON this ledger can read: {str(exc)[:120]}") from None
+    except RecursionError:
+        raise Rejected("malformed_json", "not JSON this ledger can read: nested too deeply") from None
+    if b"\\u" in value and _LONE_SURROGATE.search(text):
+        try:  # a \uD800-\uDFFF escape outside a pair decodes to no character: it cannot be stored or signed
+            json.dumps(attributes, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise Rejected("invalid_utf8", "the message escapes a lone UTF-16 surrogate (\\uD800-\\uDFFF), "
+                                           "which is no character") from None
     if not isinstance(attributes, dict):
         raise Rejected("invalid_envelope", "a CloudEvent must be a JSON object")
     return attributes
 
 
+@dataclass(frozen=True)
+class TimeBounds:
+    """When an inbound fact may have happened (README "Times"): not more than
+    ``max_future`` after it was received (a sender's clock is wrong, nothing has
+    happened in the future) and not before ``earliest`` (no ledger fact is that
+    old: a zeroed or mistyped year). Applies to ``time`` and every ``*_at`` field
+    of partner events; outside the bounds -> ``invalid_time``."""
+
+    max_future: timedelta = timedelta(minutes=5)
+    earliest: datetime = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+    @classmethod
+    def from_settings(cls, settings) -> TimeBounds:
+        """EVENT_TIME_MAX_FUTURE (seconds) and EVENT_TIME_EARLIEST (RFC 3339)."""
+        return cls(timedelta(seconds=settings.event_time_max_future), parse_time(settings.event_time_earliest))
+
+    def check(self, event_time: datetime, data: dict[str, Any], now: datetime) -> None:
+        times = [("time", event_time)] + [(name, parse_time(value)) for name, value in data.items()
+                                          if name.endswith("_at") and isinstance(value, str)]
+        for name, value in times:
+            if value > now + self.max_future:
+                raise Rejected("invalid_time", f"{name} {value.isoformat()} is in the future: more than "
+                                               f"{self.max_future.total_seconds():.0f} s after it was received "
+                                               f"({now.isoformat(timespec='seconds')})")
+            if value < self.earliest:
+                raise Rejected("invalid_time", f"{name} {value.isoformat()} is before "
+                                               f"{self.earliest.isoformat()}: no ledger fact is that old")
+
+
+DEFAULT_TIME_BOUNDS = TimeBounds()
+
+
 def _check_values(data: dict[str, Any]) -> None:
     """What JSON Schema cannot say: IBAN checksums, ID check digits, times that name a real instant."""
     for name, value in data.items():
+        if name in MONEY_FIELDS and isinstance(value, float):  # JSON Schema's "integer" lets 300.0 through
+            raise Rejected("schema_violation", f"{name}: must be a whole number of halalas, not {value!r}")
         if name.endswith("iban"):
             data[name] = check_saudi_iban(value, name)
         elif name in PERSON_FIELDS:
@@ -174,13 +238,18 @@ def _check_values(data: dict[str, Any]) -> None:
 
 
 def parse(raw: RawMessage, registry: SchemaRegistry, accepted_types: frozenset[str],
-          keyring: Keyring = NO_KEYS) -> Envelope:
+          keyring: Keyring = NO_KEYS, time_bounds: TimeBounds | None = DEFAULT_TIME_BOUNDS,
+          now: datetime | None = None) -> Envelope:
     """Turn a raw Kafka record into a validated :class:`Envelope`.
+
+    Times must lie within ``time_bounds`` of ``now`` (default: the clock); None
+    skips that check (the ledger's own events, e.g. a deadline ahead).
 
     Bank events must carry their bank's signature, checked against ``keyring``
     (``services.kit.signatures``); with no keys every bank event is rejected.
     """
     attributes = _decode(raw)
+    _check_instants(attributes)
     registry.validate_envelope(attributes)
     event_type = attributes["type"]
     if event_type not in registry.types:
@@ -198,6 +267,8 @@ def parse(raw: RawMessage, registry: SchemaRegistry, accepted_types: frozenset[s
         time = parse_time(attributes["time"])
     except ValueError as exc:
         raise Rejected("invalid_time", f"time: {exc}") from None
+    if time_bounds is not None:
+        time_bounds.check(time, data, now or datetime.now(timezone.utc))
     core = {"specversion", "id", "source", "type", "time", "data", "subject", "datacontenttype", "dataschema"}
     return Envelope(
         id=attributes["id"],

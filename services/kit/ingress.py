@@ -25,8 +25,8 @@ import psycopg
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from services.kit import metrics
-from services.kit.envelope import Envelope, RawMessage, Rejected, SchemaRegistry, parse
+from services.kit import logs, metrics
+from services.kit.envelope import DEFAULT_TIME_BOUNDS, Envelope, RawMessage, Rejected, SchemaRegistry, TimeBounds, parse
 from services.kit.rejections import Rejection, encode_bytes
 from services.kit.signatures import Keyring
 from services.kit.store import IngressId, LedgerApplication, TimerChange, kafka_tracking, keyring_of
@@ -156,6 +156,7 @@ class Ingress:
     timer_handlers: dict[str, TimerHandler] = field(default_factory=dict)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     keyring: Keyring | None = None  # bank signing keys; None = the application's (BANK_SIGNING_KEYS)
+    time_bounds: TimeBounds = DEFAULT_TIME_BOUNDS  # partner event times (EVENT_TIME_MAX_FUTURE / _EARLIEST)
     _positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
 
     @property
@@ -242,14 +243,19 @@ class Ingress:
             (p.source, p.id) for p in parsed if isinstance(p, Envelope))
         uow, work = UnitOfWork(self.app), _BatchWork()
         for message, item in zip(fresh, parsed, strict=True):
-            if item is None:
-                outcome.passed_over += 1
-            elif isinstance(item, Rejected):
-                work.rejections.append(self._rejection(message, item, None))
-            elif (item.source, item.id) in seen:
-                self._duplicate(message, item, seen[(item.source, item.id)], work, outcome)
-            elif self._apply_one(uow, message, item, work):
-                seen[(item.source, item.id)] = item.digest
+            envelope = item if isinstance(item, Envelope) else None
+            with logs.context(topic=message.topic, partition=message.partition, offset=message.offset,
+                              event_id=envelope.id if envelope else None,
+                              event_type=envelope.type if envelope else None,
+                              case_id=logs.case_id(envelope.data) if envelope else None):
+                if item is None:
+                    outcome.passed_over += 1
+                elif isinstance(item, Rejected):
+                    work.rejections.append(self._rejection(message, item, None))
+                elif (item.source, item.id) in seen:
+                    self._duplicate(message, item, seen[(item.source, item.id)], work, outcome)
+                elif self._apply_one(uow, message, item, work):
+                    seen[(item.source, item.id)] = item.digest
 
         last: dict[tuple[str, int], int] = {}
         for message in fresh:
@@ -286,7 +292,8 @@ class Ingress:
         accepted, following = self._accepted_on(message.topic)
         try:
             envelope = parse(message, self.registry, accepted,
-                             keyring_of(self.app) if self.keyring is None else self.keyring)
+                             keyring_of(self.app) if self.keyring is None else self.keyring,
+                             time_bounds=None if following else self.time_bounds, now=self.clock())
         except Rejected as rejected:
             return rejected
         if following and envelope.type not in self.handlers:
@@ -348,6 +355,9 @@ class Ingress:
         outcome.applied = len(work.ingress_ids)
 
     def _rejection(self, message: RawMessage, rejected: Rejected, envelope: Envelope | None) -> Rejection:
+        # inside the message's log context: the line names topic, partition, offset, event id and case
+        log.info("event rejected: %s", rejected.reason_code,
+                 extra={"reason_code": rejected.reason_code, "reason": rejected.reason[:500]})
         key, key_encoding = encode_bytes(message.key)
         value, value_encoding = encode_bytes(message.value)
         return Rejection(

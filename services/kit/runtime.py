@@ -27,7 +27,7 @@ from faust.types import TP
 from mode import Service
 
 from services.kit import logs, metrics
-from services.kit.envelope import RawMessage, SchemaRegistry, resolve_schemas_dir
+from services.kit.envelope import RawMessage, SchemaRegistry, TimeBounds, resolve_schemas_dir
 from services.kit.executor import BlockingExecutor
 from services.kit.ingress import BatchOutcome, Handler, Ingress, TimerHandler
 from services.kit.kafka import Publisher, client_options, ensure_topics
@@ -158,6 +158,7 @@ class LedgerRuntime(Service):
         self.ingress = Ingress(app=self.application, service=self.spec.name, registry=registry,
                                handlers=self.spec.handlers(self.application),
                                rejectable=self.spec.rejectable, topic_prefix=self.settings.topic_prefix,
+                               time_bounds=TimeBounds.from_settings(self.settings),
                                timer_handlers=(self.spec.timer_handlers(self.application)
                                                if self.spec.timer_handlers else {}))
         await retry_forever("broker", self.publisher.start, self.health, self.stopping)

@@ -105,6 +105,8 @@ class Settings:
     relay_poll_interval: float = 0.2         # RELAY_POLL_INTERVAL seconds
     relay_batch: int = 500                   # RELAY_BATCH notifications per publish
     timer_interval: float = 5.0              # TIMER_INTERVAL seconds between deadline checks
+    event_time_max_future: float = 300.0     # EVENT_TIME_MAX_FUTURE seconds an inbound time may be ahead of now
+    event_time_earliest: str = "2000-01-01T00:00:00+00:00"  # EVENT_TIME_EARLIEST: older inbound times are refused
     aggregate_cache: int = 10000             # AGGREGATE_CACHE_MAXSIZE
     # Web: each service serves /metrics, /healthz, /readyz.
     web_host: str = "127.0.0.1"              # WEB_HOST
@@ -159,6 +161,8 @@ class Settings:
             relay_poll_interval=_number(env, "RELAY_POLL_INTERVAL", 0.2),
             relay_batch=_number(env, "RELAY_BATCH", 500, int),
             timer_interval=_number(env, "TIMER_INTERVAL", 5.0),
+            event_time_max_future=_number(env, "EVENT_TIME_MAX_FUTURE", 300.0),
+            event_time_earliest=env.get("EVENT_TIME_EARLIEST", "") or "2000-01-01T00:00:00+00:00",
             aggregate_cache=_number(env, "AGGREGATE_CACHE_MAXSIZE", 10000, int),
             web_host=env.get("WEB_HOST", "127.0.0.1"),
             web_port=_number(env, "WEB_PORT", 6066, int),
