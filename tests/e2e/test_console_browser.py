@@ -53,6 +53,7 @@ RULES = load_rules()
 MAKER, CHECKER = "jawazat:e.alharbi", "jawazat:n.alqahtani"
 ABSHER_REFUND = "AB-2026-4E"
 VISA_REFUND_SERIAL = "1"
+SADAD_BILL = "7700120026110300"
 CANCEL_REQUESTED, CANCEL_ACCEPTED, REFUNDED = riyadh(4, 9, 15), riyadh(4, 10, 30), riyadh(5, 11, 45)
 
 
@@ -101,6 +102,9 @@ async def seed_visa_refund(pool: asyncpg.Pool) -> None:
     """A domestic worker visa cancelled in Musaned within 72 hours, refunded automatically."""
     ledger = Ledger(pool)
     serial = VISA_REFUND_SERIAL
+    ledger.payment(f"SV-{serial}", riyadh(3, 7, 40), beneficiary=SPONSOR, agency="MUSANED", service_code="VISA_FEE",
+                   amount=200000, bill=SADAD_BILL)
+    ledger.acknowledged(f"SV-{serial}", riyadh(3, 7, 41))
     ledger.visa_routed(serial, "AUTOMATIC", riyadh(3, 8), CANCEL_REQUESTED)
     ledger.emit("ledger.visas", "ledger.visa.cancellation_accepted", CANCEL_ACCEPTED, {
         **visa(serial), "accepted_at": CANCEL_ACCEPTED.isoformat(), "origin": origin("musaned",
@@ -205,6 +209,7 @@ async def test_an_agent_finds_a_visa_case_reads_it_in_both_languages_and_jawazat
                 shown = body.locator(f'time[datetime="{moment.isoformat()}"]').first
                 await shown.wait_for()
                 assert await shown.inner_text() == moment.strftime("%Y-%m-%d %H:%M:%S")
+            assert SADAD_BILL in await body.inner_text(), "the payment's SADAD bill number"
             channel = body.locator('[title="MUSANED"]').first
             assert "مساند" in await channel.inner_text()
             await body.locator('.badge.state[title="COMPLETED"]').wait_for()  # the related refund loaded

@@ -102,11 +102,12 @@ class Ledger:
     # ledger.payments
     def payment(self, payment_id: str, paid_at: datetime, *, beneficiary: str = CITIZEN, payer: str | None = None,
                 iban: str = IBAN_OWN, agency: str = "JAWAZAT", service_code: str = "PASSPORT_ISSUE",
-                amount: int = 30000) -> None:
+                amount: int = 30000, bill: str | None = None) -> None:
         facts = {"payment_id": payment_id, "beneficiary_id": beneficiary, "payer_id": payer or beneficiary,
                  "payer_iban": iban, "agency": agency, "service_code": service_code, "amount": amount,
                  "currency": "SAR", "channel": "SADAD_ONLINE", "paid_at": paid_at.isoformat(),
-                 "third_party_payer": (payer or beneficiary) != beneficiary}
+                 "third_party_payer": (payer or beneficiary) != beneficiary,
+                 **({"sadad_bill_number": bill} if bill else {})}
         self.payments[payment_id] = facts
         self.emit("ledger.payments", "ledger.payment.recorded", paid_at,
                   {**facts, "origin": origin("bank/80", "payment.recorded")}, beneficiary, f"payment/{payment_id}")

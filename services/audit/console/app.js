@@ -629,6 +629,7 @@ function paymentFacts(p, linked) {
     ["fact.paid_at", time(p.paid_at)],
     ["fact.amount", money(p.amount, p.currency)],
     ["fact.payment_channel", code("channel", p.channel)],
+    ["fact.sadad_bill_number", p.sadad_bill_number ? ltr(p.sadad_bill_number) : undefined],
     ["fact.bank", bank(p.bank?.name, p.bank?.code)],
     ["fact.agency", code("agency", p.agency)],
     ["fact.service", code("service", p.service_code)],
