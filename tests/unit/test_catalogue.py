@@ -56,6 +56,8 @@ NOT_FOR_CITIZENS = {
     "ledger.visa.refund_started": "refund.requested.visa / .manual_review says it",
     # NIC's status is visible in Absher; a status without money speaks as ledger.refund.status_mismatch
     "ledger.visa.status_changed": "refund.status_mismatch says it when no money follows",
+    # four eyes: the first of two approvals changes nothing for the citizen; the order speaks after the second
+    "ledger.refund.approval_recorded": "refund.ordered.jawazat says it once a second employee approves",
     # the notifier's own record of what it told whom: the telling itself, not a state change to tell
     "ledger.notification.sent": "it is the message",
     "ledger.notification.dead_lettered": "the message could not be delivered; MoF staff see it in the timeline",
