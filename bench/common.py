@@ -27,7 +27,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BENCH_SECRET = "bench-only-secret-not-for-production-0123456789abcdef"  # test-only key, not a secret
-PARTNER_TOPICS = ("payments", "visas", "cancellations", "refund-requests", "bank-returns")
+
+def _partner_topics() -> tuple[str, ...]:
+    """The topics partners write to (the staff decisions come from the audit API, not partners)."""
+    from services.kit.topics import INBOUND_TOPICS
+
+    return tuple(t for t in INBOUND_TOPICS if t != "refund-decisions")
+
+
+PARTNER_TOPICS = _partner_topics()
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -322,7 +330,7 @@ def profile(pid: int, seconds: float, out: Path, rate: int = 50) -> dict[str, An
     out.parent.mkdir(parents=True, exist_ok=True)
     raw = out.with_suffix(".txt")
     proc = spawn([exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", str(rate),
-                  "--format", "raw", "--output", str(raw), "--nonblocking"],
+                  "--format", "raw", "--output", str(raw), "--nonblocking", "--full-filenames"],
                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _, err = proc.communicate(timeout=seconds + 60)
@@ -335,10 +343,12 @@ def profile(pid: int, seconds: float, out: Path, rate: int = 50) -> dict[str, An
             **top_frames(raw.read_text(errors="replace"))}
 
 
-def top_frames(collapsed: str, n: int = 12) -> dict[str, Any]:
-    """From py-spy's collapsed stacks: the functions with most own (leaf) and total samples."""
+def top_frames(collapsed: str, n: int = 40) -> dict[str, Any]:
+    """From py-spy's collapsed stacks: the functions with most own (leaf) and total samples, and
+    the own time per package (psycopg, asyncpg, eventsourcing, services, ...)."""
     own: dict[str, int] = {}
     total: dict[str, int] = {}
+    packages: dict[str, int] = {}
     samples = 0
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
@@ -348,14 +358,30 @@ def top_frames(collapsed: str, n: int = 12) -> dict[str, Any]:
         samples += weight
         frames = [_short(f) for f in stack.split(";")]
         own[frames[-1]] = own.get(frames[-1], 0) + weight
+        package = _package(frames[-1])
+        packages[package] = packages.get(package, 0) + weight
         for frame in set(frames):
             total[frame] = total.get(frame, 0) + weight
 
-    def top(table: dict[str, int]) -> list[dict[str, Any]]:
-        ranked = sorted(table.items(), key=lambda kv: -kv[1])[:n * 3]
+    def top(table: dict[str, int], limit: int) -> list[dict[str, Any]]:
+        ranked = sorted(table.items(), key=lambda kv: -kv[1])[:limit]
         return [{"frame": k, "share": round(v / samples, 3)} for k, v in ranked] if samples else []
 
-    return {"samples": samples, "top_own": top(own), "top_total": top(total)}
+    return {"samples": samples, "top_own": top(own, 15), "top_total": top(total, n),
+            "own_by_package": {f["frame"]: f["share"] for f in top(packages, 10)}}
+
+
+def _package(frame: str) -> str:
+    """``name (psycopg/connection.py)`` -> ``psycopg``; stdlib selectors/asyncio -> ``event loop (idle or I/O)``."""
+    path = frame.partition(" (")[2].rstrip(")")
+    if not path or "/" not in path:
+        name = Path(path).stem
+        return "event loop (idle or I/O)" if name in {"selectors", "selector_events", "base_events"} else \
+            (name or "?")
+    head = path.split("/")[0]
+    if head in {"asyncio", "selectors"}:
+        return "event loop (idle or I/O)"
+    return head
 
 
 def _short(frame: str) -> str:
@@ -363,31 +389,35 @@ def _short(frame: str) -> str:
     name, _, where = frame.partition(" (")
     path = where.rstrip(")").rsplit(":", 1)[0]
     parts = Path(path).parts
-    for anchor in ("services", "site-packages", "eventsourcing", "bench"):
+    for anchor in ("site-packages", "services", "bench", "python3.11", "lib"):
         if anchor in parts:
-            path = "/".join(parts[parts.index(anchor) + (1 if anchor == "site-packages" else 0):])
+            start = parts.index(anchor) + (0 if anchor in {"services", "bench"} else 1)
+            path = "/".join(parts[start:]) if start < len(parts) else Path(path).name
             break
     else:
         path = Path(path).name
     return f"{name} ({path})" if path else name
 
 
-_GENERIC = ("_bootstrap", "Thread.run", "_worker (", "_WorkItem.run", "run_forever", "run_until_complete",
-            "_run_once", "Handle._run", "<module>", "_run_module_as_main", "_run_code", "retry_decorator",
-            "main (", "execute_from_commandline", "Worker.", "Service.", "ServiceThread", "Context.run",
-            "Runner.run", "asyncio.run", "run (asyncio", "Agent.", "_execute_actor", "_slurp", "_py_iter",
-            "__anext__", "take_events")
+_GENERIC = ("Ingress.apply ", "Ingress._apply_once", "LedgerRuntime.apply", "retry_forever", "BlockingExecutor",
+            "apply_events", "bench (", "project_ledger_events", "AuditRuntime.apply", "main (", "serve (",
+            "retry.<locals>", "<module>", "run_worker", "Worker", "execute_from_commandline", "run_service")
 
 
-def describe(profiles: dict[str, Any], frames: int = 4) -> str:
-    """One line per profiled process: the heaviest non-generic frames by total share."""
+def describe(profiles: dict[str, Any], frames: int = 3) -> str:
+    """One line per profiled process: its heaviest project functions (share of samples, waits
+    included) and where its own time goes by package."""
     parts = []
     for name, found in profiles.items():
         if not found or "error" in found:
             continue
-        top = [f for f in found.get("top_total", []) if not any(g in f["frame"] for g in _GENERIC)][:frames]
-        own = found.get("top_own", [])[:2]
-        if top:
-            parts.append(f"{name}: " + ", ".join(f"{f['frame']} {f['share']:.0%}" for f in top)
-                         + " (own time: " + ", ".join(f"{f['frame']} {f['share']:.0%}" for f in own) + ")")
+        ours = [f for f in found.get("top_total", [])
+                if f["frame"].split(" (")[-1].startswith(("services/", "eventsourcing/", "bench/"))
+                and not any(g in f["frame"] for g in _GENERIC)][:frames]
+        packages = list(found.get("own_by_package", {}).items())[:3]
+        text = ", ".join(f"{f['frame'].split(' (')[0]} {f['share']:.0%}" for f in ours)
+        if packages:
+            text += " (own time: " + ", ".join(f"{k} {v:.0%}" for k, v in packages) + ")"
+        if text:
+            parts.append(f"{name}: {text}")
     return "; ".join(parts)

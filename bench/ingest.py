@@ -21,8 +21,7 @@ import time
 from typing import Any
 
 from bench.common import (
-    PARTNER_TOPICS,
-    ROOT,
+        ROOT,
     RssSampler,
     Services,
     Stack,
@@ -37,9 +36,6 @@ from bench.common import (
 )
 from bench.raw import consume_and_store
 
-#: The partner topics each service consumes (ledger topics come on top).
-PARTNER_TOPICS_OF = {"payments": ("payments",), "visas": ("visas", "cancellations"),
-                     "refunds": ("refund-requests", "bank-returns")}
 CONSUMED = "refund_ledger_events_consumed_total"
 PROJECTED = "refund_ledger_projection_applied_total"
 BACKLOG = "refund_ledger_outbox_backlog_events"
@@ -73,7 +69,7 @@ def bench(stack: Stack, quick: bool, ctx: dict[str, Any]) -> dict[str, Any]:
     del records
     log(f"ingest: produced {n} in {produce_seconds:.1f} s; raw limit")
 
-    raw = run(consume_and_store(settings, [settings.topic(t) for t in PARTNER_TOPICS], n))
+    raw = run(consume_and_store(settings, [settings.topic(t) for t in counts], n))
     log(f"ingest: raw {raw['events_per_s']} events/s; starting the services")
 
     services = Services(stack, database_url, prefix)
@@ -140,8 +136,9 @@ def drain(services: Services, counts: dict[str, int], size: dict[str, Any]) -> d
                     last_change[name] = now
                     if state[0] and name not in first:
                         first[name] = now
-            partner_done = sum(latest.get(s, {}).get(f"{CONSUMED}|{services_prefix(services)}{t}", 0)
-                               for s, topics in PARTNER_TOPICS_OF.items() for t in topics)
+            # each partner topic has one consuming service
+            partner_done = sum(max(m.get(f"{CONSUMED}|{services_prefix(services)}{t}", 0) for m in latest.values())
+                               for t in counts) if latest else 0
             sampler.progress = partner_done
             if profiler is None and partner_done >= 0.2 * n:
                 profiler = threading.Thread(target=_profile_busiest, args=(cpu, size["profile_seconds"], profiles),

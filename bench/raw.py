@@ -20,6 +20,7 @@ from eventsourcing.domain import Aggregate, event
 from services.kit.store import IngressRecorder, ensure_schema, kafka_tracking
 
 BATCH = 500
+STALL = 60.0  # seconds without a record once started: give up
 
 
 class RawRecord(Aggregate):
@@ -75,13 +76,19 @@ async def consume_and_store(settings, topics: list[str], expected: int | Callabl
         partitions = []
         for topic in topics:
             found = consumer.partitions_for_topic(topic)
-            if not found:
+            patience = time.monotonic() + 30
+            while not found and time.monotonic() < patience:  # metadata of a new topic may lag
                 await consumer._client.force_metadata_update()
-                found = consumer.partitions_for_topic(topic) or set()
+                found = consumer.partitions_for_topic(topic)
+                if not found:
+                    await asyncio.sleep(0.2)
+            if not found:
+                raise RuntimeError(f"no partitions for {topic}")
             partitions += [TopicPartition(topic, p) for p in sorted(found)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         stored, batches, first, deadline = 0, 0, None, time.monotonic() + timeout
+        last_seen = time.monotonic()
         def more() -> bool:
             wanted = expected() if callable(expected) else expected
             return wanted is None or stored < wanted
@@ -90,7 +97,10 @@ async def consume_and_store(settings, topics: list[str], expected: int | Callabl
             fetched = await consumer.getmany(timeout_ms=200, max_records=BATCH)
             messages = [m for batch in fetched.values() for m in batch]
             if not messages:
+                if first and time.monotonic() - last_seen > STALL:
+                    raise RuntimeError(f"raw consumer stalled at {stored} records")
                 continue
+            last_seen = time.monotonic()
             first = first or time.monotonic()
             await asyncio.to_thread(app.store, messages)
             if latencies is not None:

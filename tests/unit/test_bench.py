@@ -104,16 +104,20 @@ def test_update_readme_rewrites_only_between_markers(tmp_path) -> None:
 
 
 def test_top_frames_and_describe_from_collapsed_stacks() -> None:
-    stem = "_bootstrap (threading.py:1);apply (/x/services/kit/ingress.py:10)"
-    collapsed = (f"{stem};wait (/x/psycopg/connection.py:5) 6\n"
-                 f"{stem};parse (/x/services/kit/envelope.py:7) 4\n")
+    stem = "_bootstrap (/usr/lib/python3.11/threading.py:1);apply (/x/services/kit/ingress.py:10)"
+    collapsed = (f"{stem};get (/x/services/kit/ingress.py:50);wait (/x/.venv/lib/python3.11/site-packages/"
+                 "psycopg/connection.py:5) 6\n"
+                 f"{stem};parse (/x/services/kit/envelope.py:7) 3\n"
+                 "_run_once (/usr/lib/python3.11/asyncio/base_events.py:9);"
+                 "select (/usr/lib/python3.11/selectors.py:4) 1\n")
     found = top_frames(collapsed)
     assert found["samples"] == 10
-    assert found["top_own"][0] == {"frame": "wait (connection.py)", "share": 0.6}
-    assert {"frame": "apply (services/kit/ingress.py)", "share": 1.0} in found["top_total"]
+    assert found["top_own"][0] == {"frame": "wait (psycopg/connection.py)", "share": 0.6}
+    assert {"frame": "apply (services/kit/ingress.py)", "share": 0.9} in found["top_total"]
+    assert found["own_by_package"] == {"psycopg": 0.6, "services": 0.3, "event loop (idle or I/O)": 0.1}
     line = describe({"payments": found, "visas": {"error": "no ptrace"}})
-    assert line.startswith("payments: apply (services/kit/ingress.py) 100%")
-    assert "_bootstrap" not in line and "visas" not in line
+    assert line == ("payments: apply 90%, get 60%, parse 30% "
+                    "(own time: psycopg 60%, services 30%, event loop (idle or I/O) 10%)")
 
 
 def test_memory_is_flat_within_ten_percent() -> None:
