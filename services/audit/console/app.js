@@ -725,7 +725,19 @@ function timeline(entries) {
     { head: "timeline.source", cell: (e) => ltr(e.source) },
     { head: "timeline.time", cell: (e) => time(e.time) },
     { head: "timeline.recorded_at", cell: (e) => time(e.recorded_at) },
+    { head: "timeline.message", cell: (e) => toldWhat(e.message) },
   ], entries);
+}
+
+/** What the notifier told whom (ledger.notification.* entries): channel, masked address, the words. */
+function toldWhat(message) {
+  if (!message) return "";
+  const to = [message.channel ? code("notice_channel", message.channel) : t("timeline.no_channel"),
+    message.address ? ltr(message.address) : null];
+  const words = message.body
+    ? h("div", { class: "message-body", dir: "auto" }, message.subject ? `${message.subject}\n\n${message.body}` : message.body)
+    : h("div", { class: "note" }, message.reason || "");
+  return h("div", { class: "message" }, h("div", { class: "note" }, to.filter(Boolean).map((p, i) => [i ? " · " : "", p])), words);
 }
 
 function balancesTable(data) {
