@@ -76,6 +76,10 @@ async def _payment_recorded(conn: asyncpg.Connection, e: LedgerEvent) -> None:
         d["payment_id"], d["beneficiary_id"], d["payer_id"], d["payer_iban"], d["agency"],
         d["service_code"], d["amount"], d["currency"], d["channel"], bank_code(d["payer_iban"]),
         d["third_party_payer"], parse_time(d["paid_at"]), e.recorded_at, d.get("sadad_bill_number"))
+    # the refund of this payment (a visa fee) may have been projected first: topics carry no order between them
+    await conn.execute(
+        "UPDATE audit.payments p SET refund_state = r.state, refunded_at = r.completed_at, updated_at = now() "
+        "FROM audit.refunds r WHERE p.payment_id = $1 AND r.payment_id = $1", d["payment_id"])
 
 
 async def _payment_acknowledged(conn: asyncpg.Connection, e: LedgerEvent) -> None:
@@ -188,8 +192,15 @@ async def _visa_status(conn: asyncpg.Connection, e: LedgerEvent) -> None:
 
 async def _status_mismatch(conn: asyncpg.Connection, e: LedgerEvent) -> None:
     d = e.data
-    await conn.execute("UPDATE audit.visas SET status_mismatch_at = $2, updated_at = now() WHERE visa_key = $1",
-                       visa_key(d), parse_time(d["flagged_at"]))
+    # an upsert: ledger.refunds and ledger.visas carry no order between them, and the flag must not be
+    # lost when it is projected before the visa (a rebuild, which replays visas first, would show it)
+    await conn.execute(
+        "INSERT INTO audit.visas AS v (visa_key, sponsor_id, export_number, serial_number, status, status_changed_at, "
+        "status_mismatch_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (visa_key) DO UPDATE SET "
+        "status_mismatch_at = EXCLUDED.status_mismatch_at, status = COALESCE(v.status, EXCLUDED.status), "
+        "status_changed_at = COALESCE(v.status_changed_at, EXCLUDED.status_changed_at), updated_at = now()",
+        visa_key(d), d["sponsor_id"], d["export_number"], d["serial_number"], d["status"],
+        parse_time(d["status_changed_at"]), parse_time(d["flagged_at"]))
 
 
 VISA_ISSUED = {"visa_type": "visa_type", "payment_id": "payment_id", "fee": "fee", "issued_at": "issued_at"}

@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="recompute the event stores' hash chains and digests")
     verify.add_argument("--schema", action="append", default=None,
                         help="a service schema to verify (repeatable; default: payments visas refunds notifier)")
+    rebuild = commands.add_parser("rebuild-read-model",
+                                  help="drop the audit read model and rebuild it from the event stores")
+    rebuild.add_argument("--service", action="append", choices=[s for s in SERVICES if s != "audit"],
+                         help="replay only this service's store (repeatable; default: all, in order)")
+    rebuild.add_argument("--keep", action="store_true", help="do not drop the tables first (replay is idempotent)")
     return parser
 
 
@@ -76,8 +81,13 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
     return verify_command(settings, args.schema)
 
 
+def _rebuild_read_model(settings: Settings, args: argparse.Namespace) -> int:
+    from services.cli.read_model import rebuild_command
+    return rebuild_command(settings, services=args.service, keep=args.keep)
+
+
 COMMANDS = {"up": _up, "run": _run, "simulate": _simulate, "token": _token, "check-event": _check_event,
-            "verify": _verify}
+            "verify": _verify, "rebuild-read-model": _rebuild_read_model}
 
 
 def main(argv: list[str] | None = None) -> int:
