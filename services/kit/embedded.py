@@ -265,11 +265,18 @@ class EmbeddedKafka:
     port: int = 0
     host: str = "127.0.0.1"
     log_dir: Path | None = None
+    #: The port clients are told to use (metadata), when they reach the broker through a
+    #: forwarder (e.g. a test that cuts the connection); 0 = ``port``.
+    advertised_port: int = 0
+    #: Tansu's storage engine. This binary has only ``memory://`` (its postgres, libsql,
+    #: slatedb and turso engines are not compiled in; ``s3://`` needs an S3 server): a restart
+    #: starts from empty topics.
+    storage_engine: str = "memory://tansu/"
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{self.host}:{self.advertised_port or self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -282,10 +289,11 @@ class EmbeddedKafka:
         log_dir = self.log_dir or Path(tempfile.gettempdir())
         log_path = log_dir / f"tansu-{self.port}.log"
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
         with log_path.open("ab") as log_file:
             self._proc = spawn(
                 [str(tansu_binary()), "broker", "--listener-url", url,
-                 "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                 "--advertised-listener-url", advertised, "--storage-engine", self.storage_engine],
                 stdout=log_file, stderr=subprocess.STDOUT)
         _wait_until(lambda: port_is_open(self.host, self.port), timeout, "Tansu", self._proc, log_path)
         log.info("embedded broker ready", extra={"port": self.port, "pid": self._proc.pid})
