@@ -15,6 +15,7 @@ import email
 import email.policy
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +41,12 @@ class _MailHandler:
     def __init__(self, sink: MailSink) -> None:
         self.sink = sink
 
+    async def handle_RCPT(self, server, session, envelope, address: str, rcpt_options) -> str:
+        if self.sink.refuse is not None and self.sink.refuse(address):
+            return "550 5.1.1 Recipient address rejected: no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope) -> str:
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
@@ -54,9 +61,11 @@ class _MailHandler:
 class MailSink:
     """A real SMTP server on 127.0.0.1 that keeps every message it accepts."""
 
-    def __init__(self, port: int = 0, outbox: Path | None = None) -> None:
+    def __init__(self, port: int = 0, outbox: Path | None = None,
+                 refuse: Callable[[str], bool] | None = None) -> None:
         self.port = port or free_port()
         self.outbox = outbox
+        self.refuse = refuse  # addresses this server answers 550 (no such mailbox), like a real one
         self.received: list[Mail] = []
         self._lock = threading.Lock()
         self._controller = Controller(_MailHandler(self), hostname="127.0.0.1", port=self.port)

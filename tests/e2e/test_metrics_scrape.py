@@ -9,7 +9,6 @@ this test covers the whole list.
 
 from __future__ import annotations
 
-import itertools
 import json
 import uuid
 from collections import Counter
@@ -20,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.cli.simulate import Scenario, signed
+from services.cli.sinks import MailSink, SmsGateway
 from services.kit.auth import issue_token
 from tests.conftest import TEST_SECRET, fresh_database
 from tests.e2e.conftest import service_env
@@ -34,14 +34,36 @@ pytestmark = pytest.mark.e2e
 SEED = 6006
 EVENTS = 1500
 
-# NOTIFICATIONS: the notifier's delivery metrics, per channel. They are being built with the
-# notifier (issue #4); its engineer asserts them here once the notifier runs in this test:
+# The notifier's delivery metrics, per channel: the notifier runs here with a local mail server
+# (which refuses one mailbox in ten, as a real one would) and SMS gateway.
 NOTIFICATION_METRICS = [
     "refund_ledger_notifications_sent_total",
     "refund_ledger_notifications_failed_total",
     "refund_ledger_notifications_pending",
     "refund_ledger_notifications_dead_lettered_total",
 ]
+
+
+def notifications_settled(notifier: ServiceProcess, database_url: str) -> Counter:
+    """Wait until the notifier has nothing pending and its record stops growing; its outcomes by
+    (type, channel), as the audit read model holds them."""
+    def outcomes() -> Counter:
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute("SELECT type, data->>'channel', count(*) FROM audit.ledger_events "
+                                "WHERE topic = 'ledger.notifications' GROUP BY 1, 2").fetchall()
+        return Counter({(t, c): k for t, c, k in rows})
+
+    last: list[Counter] = []
+
+    def still() -> bool:
+        scrape = Scrape(notifier)
+        now = outcomes()
+        quiet = bool(last) and now == last[-1] and sum(now.values()) > 0
+        last.append(now)
+        return quiet and scrape.value("refund_ledger_notifications_pending") == 0 and scrape.value(
+            "refund_ledger_consumer_lag_messages") == 0 and scrape.value("refund_ledger_outbox_backlog_events") == 0
+    wait_for(still, 120, "the notifier to deliver everything", interval=6)  # past the 5 s pending-gauge refresh
+    return last[-1]
 
 
 class Scrape:
@@ -83,16 +105,26 @@ def test_every_metric_sres_watch_is_exposed_and_counts_what_the_journeys_did(pos
     database_url = fresh_database(postgres)
     prefix = f"s{uuid.uuid4().hex[:8]}."
     env = service_env(database_url, kafka.bootstrap_servers, prefix, TIMER_INTERVAL="0.5")
-    scenario = Scenario(seed=SEED).events(start=datetime.now(timezone.utc) - timedelta(hours=3))
-    records = list(itertools.islice(signed((r for r in scenario if r.topic != "contacts"), TEST_KEYRING), EVENTS))
+    scenario = signed(Scenario(seed=SEED).events(start=datetime.now(timezone.utc) - timedelta(hours=3)), TEST_KEYRING)
+    contacts, records = [], []
+    for record in scenario:  # the Absher contacts of the people in the first EVENTS partner events
+        (contacts if record.topic == "contacts" else records).append(record)
+        if len(records) == EVENTS:
+            break
     facts, requests, answers = waves(records)
     truth = Truth.of(facts + requests + answers)
     bad = [*[item for item in Corpus(seed=SEED, valid_payments=0).bad if item.after is None][::4],
            Item("not JSON", "refund-requests", None, b"{", "malformed_json"),
            Item("no value", "bank-returns", None, b"", "empty_message")]
-    running = {name: ServiceProcess(name, env) for name in ("payments", "visas", "refunds", "audit")}
+    mail, sms = MailSink(refuse=lambda address: address[9] == "7"), SmsGateway()  # 1 person in 10 refused
+    mail.start()
+    sms.start()
+    env |= {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail.port), "SMTP_STARTTLS": "false",
+            "SMS_GATEWAY_URL": sms.url, "NOTIFIER_COALESCE_SECONDS": "1", "NOTIFIER_DISPATCH_INTERVAL": "0.2"}
+    running = {name: ServiceProcess(name, env) for name in ("payments", "visas", "refunds", "notifier", "audit")}
     try:
         start_all(running.values())
+        produce_in_chunks(kafka.bootstrap_servers, prefix, contacts)
         produce_in_chunks(kafka.bootstrap_servers, prefix, facts)
         produce(kafka.bootstrap_servers, [(prefix + i.topic, i.key, i.value) for i in bad])
         waiting(running, lambda: count(database_url, "SELECT count(*) FROM payments.ingress_events WHERE topic = %s",
@@ -133,13 +165,17 @@ def test_every_metric_sres_watch_is_exposed_and_counts_what_the_journeys_did(pos
         assert audit.get("/api/v1/refunds/NO-SUCH-REFUND", auditor)[0] == 404
         assert audit.get(f"/api/v1/refunds/{sorted(truth.refunds)[0]}")[0] == 401
         assert audit.get("/api/v1/access-log", auditor)[0] == 403  # admin only
+        told = notifications_settled(running["notifier"], database_url)
         scraped = {name: Scrape(process) for name, process in running.items()}
+        delivered = {"sms": len(sms.messages()), "email": len(mail.messages())}
         with psycopg.connect(database_url) as conn:
             access_records = conn.execute("SELECT count(*) FROM audit.access_log").fetchone()[0]
             projected = dict(conn.execute("SELECT topic, count(*) FROM audit.ledger_events GROUP BY 1").fetchall())
     finally:
         for process in running.values():
             process.stop()
+        mail.stop()
+        sms.stop()
 
     sent = Counter((r.topic, json.loads(r.value)["type"]) for r in records)
     bad_sent = Counter((i.topic, i.reason_code) for i in bad)
@@ -194,6 +230,20 @@ def test_every_metric_sres_watch_is_exposed_and_counts_what_the_journeys_did(pos
     assert m.value("refund_ledger_http_requests_total", route="/api/v1/access-log", status="403") == 1
     assert m.value("refund_ledger_http_request_duration_seconds_count", route=route, method="GET") == 7
     assert m.value("refund_ledger_access_audit_records_total") == access_records > 0
+
+    n = scraped["notifier"]
+    assert set(NOTIFICATION_METRICS) <= n.names(), set(NOTIFICATION_METRICS) - n.names()
+    for channel in ("sms", "email"):
+        # what the channel took = what the notifier counts as sent = what the ledger records as sent
+        assert n.value("refund_ledger_notifications_sent_total", channel=channel) == delivered[channel] == told[
+            ("ledger.notification.sent", channel)] > 0, channel
+        assert n.value("refund_ledger_notifications_pending", channel=channel) == 0, channel
+    refused = told[("ledger.notification.dead_lettered", "email")]
+    assert refused > 0, "the mail server refused some mailboxes"
+    assert n.value("refund_ledger_notifications_dead_lettered_total", channel="email", reason="refused") == refused
+    assert n.value("refund_ledger_notifications_failed_total", channel="email") == refused  # refused once, no retry
+    assert n.value("refund_ledger_notifications_failed_total", channel="sms") == 0
+    assert n.value("refund_ledger_outbox_published_total", topic="ledger.notifications") == sum(told.values())
 
     expected = {
         "refund_ledger_events_consumed_total", "refund_ledger_events_applied_total",
