@@ -28,6 +28,7 @@ from services.audit.api import Pool, local, require
 from services.audit.refunds_api import keyset_page
 from services.kit import metrics
 from services.kit.auth import InvalidToken, Principal, verify_token
+from services.kit.pii import CLEAR, FieldCipher
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,15 @@ def _caller(request: Request, secret: str) -> Principal | None:
         return None
 
 
-def add_access_audit(api: FastAPI, pool_of: Callable[[], asyncpg.Pool | None], secret: str) -> None:
+def _looked_at(request: Request, fields: FieldCipher) -> tuple[str, str]:
+    """The path and query parameters (JSON) to record; with a key, an IBAN in them is kept as its
+    keyed hash (``kh:...``, ``services/kit/pii.py``): the log still tells who looked an account up."""
+    return (fields.hide_ibans(request.url.path),
+            json.dumps({k: fields.hide_ibans(v) for k, v in request.query_params.items()}))
+
+
+def add_access_audit(api: FastAPI, pool_of: Callable[[], asyncpg.Pool | None], secret: str,
+                     fields: FieldCipher = CLEAR) -> None:
     """Record every ``/api/v1`` request before its response is sent."""
 
     @api.middleware("http")
@@ -71,7 +80,7 @@ def add_access_audit(api: FastAPI, pool_of: Callable[[], asyncpg.Pool | None], s
         response = await call_next(request)
         export = getattr(request.state, "export", None)
         if export is not None and response.status_code == 200:
-            return await _recorded_stream(pool_of, secret, request, response, export)
+            return await _recorded_stream(pool_of, secret, request, response, export, fields)
         body = b"".join([chunk async for chunk in response.body_iterator])
         try:
             parsed = json.loads(body) if body else None
@@ -86,7 +95,7 @@ def add_access_audit(api: FastAPI, pool_of: Callable[[], asyncpg.Pool | None], s
                 async with pool.acquire() as conn:
                     await conn.execute(
                         _INSERT, caller.subject if caller else None, caller.role if caller else None,
-                        request.method, request.url.path, json.dumps(dict(request.query_params)),
+                        request.method, *_looked_at(request, fields),
                         response.status_code, rows_in(parsed) if response.status_code < 300 else 0)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 log.exception("access not recorded")
@@ -99,19 +108,19 @@ def add_access_audit(api: FastAPI, pool_of: Callable[[], asyncpg.Pool | None], s
 
 
 async def _record(pool_of: Callable[[], asyncpg.Pool | None], request: Request, caller: Principal | None, status: int,
-                  rows: int) -> None:
+                  rows: int, fields: FieldCipher) -> None:
     pool = pool_of()
     if pool is None:
         raise OSError("the access log is not connected")
     async with pool.acquire() as conn:
         await conn.execute(
             _INSERT, caller.subject if caller else None, caller.role if caller else None,
-            request.method, request.url.path, json.dumps(dict(request.query_params)), status, rows)
+            request.method, *_looked_at(request, fields), status, rows)
     metrics.ACCESS_AUDIT_RECORDS.inc()
 
 
 async def _recorded_stream(pool_of: Callable[[], asyncpg.Pool | None], secret: str, request: Request,
-                           response: Response, export: Any) -> Response:
+                           response: Response, export: Any, fields: FieldCipher) -> Response:
     """Pass an export's chunks through as they come; record it (with its rows) before the last one."""
     if pool_of() is None:
         return JSONResponse({"detail": "the access log is not connected yet"}, status_code=503)
@@ -130,11 +139,11 @@ async def _recorded_stream(pool_of: Callable[[], asyncpg.Pool | None], secret: s
             if not finished:  # the client went away (or the stream failed): what left is still recorded
                 with anyio.CancelScope(shield=True):
                     try:
-                        await _record(pool_of, request, caller, CLOSED_EARLY, export.rows)
+                        await _record(pool_of, request, caller, CLOSED_EARLY, export.rows, fields)
                     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                         log.exception("a broken-off export was not recorded")
         try:
-            await _record(pool_of, request, caller, response.status_code, export.rows)
+            await _record(pool_of, request, caller, response.status_code, export.rows, fields)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             log.exception("export not recorded; its stream is broken off")
             raise
@@ -169,7 +178,7 @@ class AccessPage(BaseModel):
     next_cursor: str | None
 
 
-def create_access_router(pool: Pool, secret: str) -> APIRouter:
+def create_access_router(pool: Pool, secret: str, fields: FieldCipher = CLEAR) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
     admin = require(ADMIN, secret)
 
@@ -184,6 +193,8 @@ def create_access_router(pool: Pool, secret: str) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> AccessPage:
         """Who looked at what, newest first (role admin)."""
+        if path is not None:
+            path = fields.hide_ibans(path)  # recorded so (see _looked_at)
         filters = [(fragment, value) for fragment, value in (("subject = ?", subject), ("path = ?", path))
                    if value is not None]
         page, next_cursor = await keyset_page(db, "audit.access_log", ("at", "id"), cursor, limit, filters,

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from services.kit.auth import InvalidToken, Principal, verify_token
 from services.kit.catalogue import Catalogue
 from services.kit.iban import bank_name, mask
+from services.kit.pii import CLEAR, FieldCipher
 
 log = logging.getLogger(__name__)
 
@@ -189,18 +190,19 @@ CASE_QUERIES = {
 }
 
 
-async def case_with_timeline(db: asyncpg.Pool, kind: str, key: str) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
-    """The case row and its timeline, or 404."""
+async def case_with_timeline(db: asyncpg.Pool, kind: str, key: str,
+                             fields: FieldCipher = CLEAR) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+    """The case row and its timeline (sealed values opened), or 404."""
     case_sql, timeline_sql = CASE_QUERIES[kind]
     async with db.acquire() as conn:
         row = await conn.fetchrow(case_sql, key)
         if row is None:
             raise HTTPException(404, f"{kind} {key} is not in the ledger")
-        return row, await conn.fetch(timeline_sql, key)
+        return fields.open_row(row), [fields.open_row(e) for e in await conn.fetch(timeline_sql, key)]
 
 
-def create_router(pool: Pool, secret: str) -> APIRouter:
-    """The payment and balance routes under ``/api/v1``."""
+def create_router(pool: Pool, secret: str, fields: FieldCipher = CLEAR) -> APIRouter:
+    """The payment and balance routes under ``/api/v1``; ``fields`` opens the sealed IBANs."""
     router = APIRouter(prefix="/api/v1", responses=_UNAUTHORIZED)
     reader = require(READ_ROLES, secret)
 
@@ -212,7 +214,7 @@ def create_router(pool: Pool, secret: str) -> APIRouter:
         db: Annotated[asyncpg.Pool, Depends(pool)],
     ) -> PaymentCase:
         """The payment and everything that followed it, with the full timeline."""
-        row, events = await case_with_timeline(db, "payment", payment_id)
+        row, events = await case_with_timeline(db, "payment", payment_id, fields)
         return PaymentCase(
             payment_id=row["payment_id"], beneficiary_id=_pii(row["beneficiary_id"], principal),
             payer_id=_pii(row["payer_id"], principal), payer_iban=_pii(row["payer_iban"], principal),
@@ -254,7 +256,7 @@ def create_router(pool: Pool, secret: str) -> APIRouter:
 
 
 def create_api(pool_of: Callable[[], asyncpg.Pool | None], secret: str, health_routes,
-               routers: Sequence[Callable[[Pool], APIRouter]] = ()) -> FastAPI:
+               routers: Sequence[Callable[[Pool], APIRouter]] = (), fields: FieldCipher = CLEAR) -> FastAPI:
     api = FastAPI(
         title="refund-ledger audit API",
         version="1",
@@ -272,7 +274,7 @@ def create_api(pool_of: Callable[[], asyncpg.Pool | None], secret: str, health_r
     pool = pool_dependency(pool_of)
     for make_router in routers:  # first: their fixed paths (/payments/unreflected) win over {payment_id}
         api.include_router(make_router(pool), responses=_UNAUTHORIZED)
-    api.include_router(create_router(pool, secret))
+    api.include_router(create_router(pool, secret, fields))
 
     @api.get("/", include_in_schema=False)
     async def to_console() -> RedirectResponse:

@@ -21,6 +21,7 @@ import asyncpg
 from services.kit import metrics
 from services.kit.envelope import RawMessage, parse_time
 from services.kit.iban import bank_code
+from services.kit.pii import CLEAR, FieldCipher
 from services.kit.topics import LEDGER_TOPICS
 
 log = logging.getLogger(__name__)
@@ -64,18 +65,21 @@ async def create_schema(pool: asyncpg.Pool) -> None:
 
 
 Projector = Callable[[asyncpg.Connection, LedgerEvent], Awaitable[None]]
+#: A projector that stores personal values: sealed and hashed with the read model's FieldCipher.
+SealingProjector = Callable[[asyncpg.Connection, LedgerEvent, FieldCipher], Awaitable[None]]
 
 
-async def _payment_recorded(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+async def _payment_recorded(conn: asyncpg.Connection, e: LedgerEvent, fields: FieldCipher) -> None:
     d = e.data
     await conn.execute(
         "INSERT INTO audit.payments (payment_id, beneficiary_id, payer_id, payer_iban, agency, "
         "service_code, amount, currency, channel, bank_code, third_party_payer, paid_at, recorded_at, "
-        "sadad_bill_number) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) "
+        "sadad_bill_number, payer_iban_hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) "
         "ON CONFLICT (payment_id) DO NOTHING",
-        d["payment_id"], d["beneficiary_id"], d["payer_id"], d["payer_iban"], d["agency"],
+        d["payment_id"], d["beneficiary_id"], d["payer_id"], fields.seal(d["payer_iban"]), d["agency"],
         d["service_code"], d["amount"], d["currency"], d["channel"], bank_code(d["payer_iban"]),
-        d["third_party_payer"], parse_time(d["paid_at"]), e.recorded_at, d.get("sadad_bill_number"))
+        d["third_party_payer"], parse_time(d["paid_at"]), e.recorded_at, d.get("sadad_bill_number"),
+        fields.lookup(d["payer_iban"]))
     # the refund of this payment (a visa fee) may have been projected first: topics carry no order between them
     await conn.execute(
         "UPDATE audit.payments p SET refund_state = r.state, refunded_at = r.completed_at, updated_at = now() "
@@ -102,14 +106,14 @@ async def _balance_moved(conn: asyncpg.Connection, e: LedgerEvent) -> None:
         b["refunded"], b["available"], d["balance_version"], e.recorded_at)
 
 
-async def _rejected(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+async def _rejected(conn: asyncpg.Connection, e: LedgerEvent, fields: FieldCipher) -> None:
     d, o = e.data, e.data["original"]
     await conn.execute(
         "INSERT INTO audit.rejections (event_id, rejected_by, reason_code, reason, topic, "
         "kafka_partition, kafka_offset, original_event_id, original_source, original_type, rejected_at) "
         "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (event_id) DO NOTHING",
-        e.id, d["rejected_by"], d["reason_code"], d["reason"], o["topic"], o["partition"], o["offset"],
-        d.get("event_id"), d.get("event_source"), d.get("event_type"), e.time)
+        e.id, d["rejected_by"], d["reason_code"], fields.seal_ibans(d["reason"]), o["topic"], o["partition"],
+        o["offset"], d.get("event_id"), d.get("event_source"), d.get("event_type"), e.time)
 
 
 async def _payment_unreflected(conn: asyncpg.Connection, e: LedgerEvent) -> None:
@@ -131,19 +135,20 @@ def visa_key(data: dict[str, Any]) -> str | None:
     return None
 
 
-async def _refund_requested(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+async def _refund_requested(conn: asyncpg.Connection, e: LedgerEvent, fields: FieldCipher) -> None:
     d = e.data
     reference = d.get("reference") or {}
     await conn.execute(
         "INSERT INTO audit.refunds (refund_id, beneficiary_id, agency, service_code, amount, iban, bank_code, "
         "channel, route, state, route_owner, rules_version, third_party_payer, reference, payment_id, visa_key, "
-        "requested_at, deadline) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18) "
-        "ON CONFLICT (refund_id) DO NOTHING",
-        d["refund_id"], d["beneficiary_id"], d["agency"], d["service_code"], d["amount"], d["iban"],
+        "requested_at, deadline, iban_hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,"
+        "$19) ON CONFLICT (refund_id) DO NOTHING",
+        d["refund_id"], d["beneficiary_id"], d["agency"], d["service_code"], d["amount"], fields.seal(d["iban"]),
         bank_code(d["iban"]), d["channel"], d.get("route", "BANK"), d.get("state", "AWAITING_HOLD"),
         d.get("route_owner", "BANK"), d.get("rules_version", ""), d.get("third_party_payer", False),
-        json.dumps(reference), reference.get("payment_id"), visa_key(reference),
-        parse_time(d["requested_at"]), parse_time(d["deadline"]) if "deadline" in d else e.time)
+        json.dumps(fields.seal_ibans(reference)), reference.get("payment_id"), visa_key(reference),
+        parse_time(d["requested_at"]), parse_time(d["deadline"]) if "deadline" in d else e.time,
+        fields.lookup(d["iban"]))
     await conn.execute(_PAYMENT_REFUND_STATE, d["refund_id"])
 
 
@@ -226,7 +231,6 @@ PROJECTORS: dict[str, Projector] = {
                                                        "route_reason": "reason"}),
     "ledger.visa.status_changed": _visa_status,
     "ledger.refund.status_mismatch": _status_mismatch,
-    "ledger.payment.recorded": _payment_recorded,
     "ledger.payment.acknowledged": _payment_acknowledged,
     "ledger.payment.unreflected": _payment_unreflected,
     "ledger.payment.unreflected_resolved": _payment_unreflected_resolved,
@@ -235,7 +239,6 @@ PROJECTORS: dict[str, Projector] = {
     "ledger.balance.held": _balance_moved,
     "ledger.balance.refunded": _balance_moved,
     "ledger.balance.released": _balance_moved,
-    "ledger.refund.requested": _refund_requested,
     "ledger.refund.ordered": _refund_update(
         "state = 'ORDERED', ordered_at = $2, decided_by = COALESCE($3::text, decided_by), "
         "decided_at = CASE WHEN $3::text IS NULL THEN decided_at ELSE $2 END", "ordered_at", "decided_by"),
@@ -251,6 +254,12 @@ PROJECTORS: dict[str, Projector] = {
         "state = 'FAILED', failed_at = $2, bank_reference = $3, failure_reason = $4",
         "failed_at", "bank_reference", "reason"),
     "ledger.refund.overdue": _refund_overdue,
+}
+
+#: The event types whose rows hold an IBAN (or a raw rejected message): see services/kit/pii.py.
+SEALING_PROJECTORS: dict[str, SealingProjector] = {
+    "ledger.payment.recorded": _payment_recorded,
+    "ledger.refund.requested": _refund_requested,
     "event.rejected": _rejected,
 }
 
@@ -264,9 +273,10 @@ _INSERT_EVENT = (
 class Projection:
     """Applies batches of ledger messages to the read model."""
 
-    def __init__(self, pool: asyncpg.Pool, topic_prefix: str = "") -> None:
+    def __init__(self, pool: asyncpg.Pool, topic_prefix: str = "", fields: FieldCipher = CLEAR) -> None:
         self.pool = pool
         self.topic_prefix = topic_prefix
+        self.fields = fields  # CIPHER_KEY set: IBANs (and raw rejected messages) stored sealed
 
     def logical(self, topic: str) -> str:
         return topic.removeprefix(self.topic_prefix)
@@ -291,14 +301,25 @@ class Projection:
                         "INSERT INTO audit.projection_errors (topic, kafka_partition, kafka_offset, error, raw) "
                         "VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING",
                         topic, message.partition, message.offset,
-                        f"{type(error).__name__}: {error}"[:1000], message.value)
+                        self.fields.seal_ibans(f"{type(error).__name__}: {error}"[:1000]),
+                        self.fields.seal_bytes(message.value))
         return applied
+
+    def _stored_data(self, event: LedgerEvent) -> dict[str, Any]:
+        """The event's data as ``ledger_events`` keeps it: with a key, every IBAN-holding string sealed,
+        and a rejected message's raw key and value sealed whole (base64 or broken text hides nothing)."""
+        data = self.fields.seal_ibans(event.data)
+        original = data.get("original")
+        if self.fields.keyed and event.type == "event.rejected" and isinstance(original, dict):
+            data["original"] = {k: self.fields.seal(v) if k in {"key", "value"} and isinstance(v, str) else v
+                                for k, v in original.items()}
+        return data
 
     async def _apply_one(self, conn: asyncpg.Connection, message: RawMessage, topic: str) -> int:
         event = read(message, topic)
         origin = event.data.get("origin") or {}
         # jsonb cannot hold NUL characters; a rejected message may contain them.
-        data = json.dumps(event.data, ensure_ascii=False).replace("\\u0000", "\\ufffd")
+        data = json.dumps(self._stored_data(event), ensure_ascii=False).replace("\\u0000", "\\ufffd")
         inserted = await conn.fetchval(
             _INSERT_EVENT, event.id, topic, event.type, event.source, origin.get("source"),
             origin.get("id"), origin.get("type"), event.subject, event.data.get("beneficiary_id"),
@@ -309,6 +330,8 @@ class Projection:
         projector = PROJECTORS.get(event.type)
         if projector is not None:
             await projector(conn, event)
+        elif (sealing := SEALING_PROJECTORS.get(event.type)) is not None:
+            await sealing(conn, event, self.fields)
         metrics.PROJECTION_APPLIED.labels(topic, event.type).inc()
         return 1
 

@@ -25,6 +25,7 @@ import asyncpg
 from services.audit.projections import FOLLOWED_TOPICS, Projection, UnreadableEvent, create_schema
 from services.kit.envelope import RawMessage
 from services.kit.outbox import OutboxRelay
+from services.kit.pii import FieldCipher
 from services.kit.settings import Settings
 
 REPLAY_ORDER = ("payments", "visas", "refunds", "notifier")
@@ -91,7 +92,7 @@ async def rebuild(settings: Settings, pool: asyncpg.Pool, *, services: Sequence[
     """Replay every service's event store (``settings.database_url``) into the audit schema of
     ``pool`` (created if missing). Idempotent: events already projected are skipped."""
     await create_schema(pool)
-    projection = Projection(pool)
+    projection = Projection(pool, fields=FieldCipher.for_settings(settings))  # CIPHER_KEY: IBANs sealed
     report = RebuildReport()
     started = time.perf_counter()
     for service in services:

@@ -28,6 +28,7 @@ from services.kit.calendar import BusinessCalendar
 from services.kit.catalogue import Catalogue
 from services.kit.iban import bank_name
 from services.kit.identity import PERSON_FIELDS
+from services.kit.pii import CLEAR, FieldCipher
 from services.kit.rules import Rules
 
 log = logging.getLogger(__name__)
@@ -232,12 +233,13 @@ def summary(row: asyncpg.Record, principal: Principal, calendar: BusinessCalenda
 
 async def keyset_page(db: asyncpg.Pool, table: str, order: tuple[str, str], cursor: str | None, limit: int,
                       filters: list[tuple[str, Any]] | None = None, *, condition: str = "TRUE",
-                      newest_first: bool = False, tiebreak: Callable[[str], Any] = str) -> tuple[list, str | None]:
+                      newest_first: bool = False, tiebreak: Callable[[str], Any] = str,
+                      fields: FieldCipher = CLEAR) -> tuple[list, str | None]:
     """One page of ``table`` rows, sorted by ``order`` (oldest or newest first), and the next cursor.
 
     ``table``, ``condition``, ``order`` and the filter fragments (``?`` marks the value) are constants
     of this package; every value (filters, cursor, limit) is a bound parameter. ``tiebreak`` turns
-    the cursor's second key back into its column's type.
+    the cursor's second key back into its column's type; ``fields`` opens sealed values.
     """
     sql, args = filtered(table, filters, condition)
     if cursor:
@@ -252,7 +254,7 @@ async def keyset_page(db: asyncpg.Pool, table: str, order: tuple[str, str], curs
     sql += f" ORDER BY {order[0]}{direction}, {order[1]}{direction} LIMIT ${len(args)}"
     async with db.acquire() as conn:
         rows = await conn.fetch(sql, *args)
-    page = rows[:limit]
+    page = [fields.open_row(r) for r in rows[:limit]]
     next_cursor = encode_cursor(page[-1][order[0]], str(page[-1][order[1]])) if len(rows) > limit else None
     return page, next_cursor
 
@@ -306,7 +308,7 @@ def refund_filters(status: str | None, route: str | None, agency: str | None, fr
 def create_refunds_router(
         pool: Pool, secret: str, rules: Rules, decide: Decide | None,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-        registry: liaisons.Registry | None = None) -> APIRouter:
+        registry: liaisons.Registry | None = None, fields: FieldCipher = CLEAR) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
     contacts = registry or liaisons.registry()
     calendar = BusinessCalendar.from_rules(rules)
@@ -326,7 +328,8 @@ def create_refunds_router(
     ) -> RefundPage:
         """Refund cases, newest request first, filtered; `status=overdue` lists the open cases past deadline."""
         page, next_cursor = await keyset_page(db, "audit.refunds", ("requested_at", "refund_id"), cursor, limit,
-                                              refund_filters(status, route, agency, from_, to), newest_first=True)
+                                              refund_filters(status, route, agency, from_, to), newest_first=True,
+                                              fields=fields)
         now = clock()
         return RefundPage(items=[RefundSummary(**summary(r, principal, calendar, now)) for r in page],
                           next_cursor=next_cursor)
@@ -348,7 +351,7 @@ def create_refunds_router(
         The access log records the export when it ends, with the rows sent."""
         sql, args = filtered("audit.refunds", refund_filters(status, route, agency, from_, to))
         return await stream_csv(request, db, sql + " ORDER BY requested_at DESC, refund_id DESC", args, REFUND_CSV,
-                          lambda row: refund_csv_values(row, principal), "refunds.csv")
+                          lambda row: refund_csv_values(fields.open_row(row), principal), "refunds.csv")
 
     @router.get("/refunds/{refund_id}", response_model=RefundCaseView, tags=["refunds"],
                 responses={404: {"description": "No such refund"}})
@@ -358,7 +361,7 @@ def create_refunds_router(
         db: Annotated[asyncpg.Pool, Depends(pool)],
     ) -> RefundCaseView:
         """One refund case: the audit facts, SLA and the full timeline."""
-        row, events = await case_with_timeline(db, "refund", refund_id)
+        row, events = await case_with_timeline(db, "refund", refund_id, fields)
         reference = row["reference"] if isinstance(row["reference"], dict) else json.loads(row["reference"])
         now = clock()
         return RefundCaseView(
@@ -413,7 +416,7 @@ def create_refunds_router(
             "unreflected-payments.csv")
 
     for queue in QUEUES:
-        add_queue_routes(router, queue, pool, secret, calendar, decide, clock, rules)
+        add_queue_routes(router, queue, pool, secret, calendar, decide, clock, rules, fields)
     return router
 
 
@@ -438,7 +441,8 @@ QUEUES = (
 
 
 def add_queue_routes(router: APIRouter, queue: Queue, pool: Pool, secret: str, calendar: BusinessCalendar,
-                     decide: Decide | None, clock: Callable[[], datetime], rules: Rules) -> None:
+                     decide: Decide | None, clock: Callable[[], datetime], rules: Rules,
+                     fields: FieldCipher = CLEAR) -> None:
     """``GET {path}/queue`` and ``POST {path}/refunds/{id}/approve|reject`` for one queue."""
     reader, decider = require(queue.readers, secret), require(queue.deciders, secret)
     tag = queue.path.strip("/")
@@ -452,7 +456,7 @@ def add_queue_routes(router: APIRouter, queue: Queue, pool: Pool, secret: str, c
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> RefundPage:
         page, next_cursor = await keyset_page(db, "audit.refunds", ("requested_at", "refund_id"), cursor, limit,
-                                              condition=f"state = '{queue.state}'")
+                                              condition=f"state = '{queue.state}'", fields=fields)
         now = clock()
         return RefundPage(items=[RefundSummary(**summary(r, principal, calendar, now)) for r in page],
                           next_cursor=next_cursor)

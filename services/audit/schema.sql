@@ -197,3 +197,12 @@ ALTER TABLE audit.refunds ADD COLUMN IF NOT EXISTS first_approved_at timestamptz
 ALTER TABLE audit.payments ADD COLUMN IF NOT EXISTS sadad_bill_number text;
 CREATE INDEX IF NOT EXISTS payments_sadad_bill ON audit.payments (sadad_bill_number)
     WHERE sadad_bill_number IS NOT NULL;
+
+-- Personal data at rest (services/kit/pii.py): with CIPHER_KEY set, payer_iban / iban hold
+-- AES-GCM ciphertext (enc:v1:...) and an IBAN search compares these keyed hashes (kh:...) instead;
+-- without a key they stay NULL and the search uses the clear columns above.
+ALTER TABLE audit.payments ADD COLUMN IF NOT EXISTS payer_iban_hash text;
+ALTER TABLE audit.refunds ADD COLUMN IF NOT EXISTS iban_hash text;
+CREATE INDEX IF NOT EXISTS payments_payer_iban_hash ON audit.payments (payer_iban_hash)
+    WHERE payer_iban_hash IS NOT NULL;
+CREATE INDEX IF NOT EXISTS refunds_iban_hash ON audit.refunds (iban_hash) WHERE iban_hash IS NOT NULL;

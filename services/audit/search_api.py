@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from services.audit.api import READ_ROLES, Pool, _pii, require
 from services.audit.export import CSV_RESPONSE, rows_csv
 from services.kit.auth import Principal
+from services.kit.pii import CLEAR, FieldCipher
 
 PERSON = re.compile(r"^[12][0-9]{9}$")
 IBAN = re.compile(r"^SA[0-9]{2}[0-9A-Z]{20}$")
@@ -57,7 +58,7 @@ async def _visas(conn: asyncpg.Connection, where: str, value: str, principal: Pr
                 label=f"{r['visa_type'] or 'VISA'} {r['route'] or 'ISSUED'}") for r in rows]
 
 
-def create_search_router(pool: Pool, secret: str) -> APIRouter:
+def create_search_router(pool: Pool, secret: str, fields: FieldCipher = CLEAR) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
     reader = require(READ_ROLES, secret)
 
@@ -104,8 +105,12 @@ def create_search_router(pool: Pool, secret: str) -> APIRouter:
                 items += await _visas(conn, "sponsor_id", text, principal)
             elif IBAN.match(compact):
                 kind = "iban"
-                items += await _payments(conn, "payer_iban", compact)
-                items += await _refunds(conn, "iban", compact)
+                if fields.keyed:  # the IBAN columns hold ciphertext: compare the keyed hashes (indexed)
+                    items += await _payments(conn, "payer_iban_hash", fields.lookup(compact))
+                    items += await _refunds(conn, "iban_hash", fields.lookup(compact))
+                else:
+                    items += await _payments(conn, "payer_iban", compact)
+                    items += await _refunds(conn, "iban", compact)
             else:
                 kind = "reference"
                 items += await _payments(conn, "payment_id", text)

@@ -20,6 +20,7 @@ from services.audit.projections import FOLLOWED_TOPICS, Projection, create_schem
 from services.kit import envelope
 from services.kit.auth import check_secret
 from services.kit.kafka import Publisher, Record, ensure_topics
+from services.kit.pii import FieldCipher
 from services.kit.rules import load_rules
 from services.kit.runtime import create_faust_app, raw_message, record_lag
 from services.kit.settings import Settings
@@ -35,6 +36,7 @@ class AuditRuntime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.fields = FieldCipher.for_settings(settings)  # CIPHER_KEY: IBANs sealed in the read model
         self.pool: asyncpg.Pool | None = None
         self.publisher = Publisher(settings)
         self.projection: Projection | None = None
@@ -56,7 +58,7 @@ class AuditRuntime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
         self.health.set_problem("database", None)
-        self.projection = Projection(self.pool, self.settings.topic_prefix)
+        self.projection = Projection(self.pool, self.settings.topic_prefix, self.fields)
         self.health.add_check("database", self._ping_database)
         self.health.add_check("broker", self._ping_broker)
         self.health.set_problem("startup", None)
@@ -136,6 +138,6 @@ def build_worker(settings: Settings) -> tuple[faust.App, AuditRuntime]:
 
     api = build_api(lambda: runtime.pool, settings.audit_api_secret, load_rules(settings.rules_file),
                     runtime.decide, lambda target: add_operational_routes(target, runtime.health),
-                    liaisons_file=settings.liaisons_file)
+                    liaisons_file=settings.liaisons_file, fields=runtime.fields)
     serve_asgi(app, api, host=settings.audit_api_host, port=settings.audit_api_port, log_level="warning")
     return app, runtime

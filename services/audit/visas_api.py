@@ -17,6 +17,7 @@ from services.audit.refunds_api import READ_ROLES, LiaisonView, Sla, keyset_page
 from services.kit import liaisons
 from services.kit.auth import Principal
 from services.kit.calendar import BusinessCalendar
+from services.kit.pii import CLEAR, FieldCipher
 from services.kit.rules import Rules
 
 SERIAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$"
@@ -67,7 +68,7 @@ class MismatchPage(BaseModel):
 
 def create_visas_router(pool: Pool, secret: str, rules: Rules,
                         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                        registry: liaisons.Registry | None = None) -> APIRouter:
+                        registry: liaisons.Registry | None = None, fields: FieldCipher = CLEAR) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
     contacts = registry or liaisons.registry()
     calendar = BusinessCalendar.from_rules(rules)
@@ -88,11 +89,11 @@ def create_visas_router(pool: Pool, secret: str, rules: Rules,
             visa = await conn.fetchrow("SELECT * FROM audit.visas WHERE visa_key = $1", key)
             if visa is None:
                 raise HTTPException(404, f"visa {key} is not in the ledger")
-            refund = await conn.fetchrow("SELECT * FROM audit.refunds WHERE visa_key = $1", key)
-            events = await conn.fetch(
+            refund = fields.open_row(await conn.fetchrow("SELECT * FROM audit.refunds WHERE visa_key = $1", key))
+            events = [fields.open_row(e) for e in await conn.fetch(
                 f"SELECT {TIMELINE_COLUMNS} "  # noqa: S608 - constants only
                 "FROM audit.ledger_events WHERE visa_key = $1 OR ($2::text IS NOT NULL AND refund_id = $2) "
-                "ORDER BY occurred_at, recorded_at, event_id", key, refund["refund_id"] if refund else None)
+                "ORDER BY occurred_at, recorded_at, event_id", key, refund["refund_id"] if refund else None)]
         owner = next_owner(refund["state"], refund["route"]) if refund else None
         return VisaCase(
             sponsor_id=_pii(sponsor_id, principal), export_number=export_number, serial_number=serial_number,

@@ -69,6 +69,8 @@ SECRET_ENV = {
 }
 #: The services with an event store (encrypted in prod) and the one that verifies bank signatures.
 EVENT_STORE_SERVICES = ("payments", "visas", "refunds", "notifier")
+#: The services that get CIPHER_KEY: the event stores, and the audit read model (its IBANs, services/kit/pii.py).
+CIPHER_KEY_SERVICES = (*EVENT_STORE_SERVICES, "audit")
 #: The variables each service gets from Secrets in base and prod...
 SECRET_ENV_BY_SERVICE = {service: {"DATABASE_URL", "KAFKA_SASL_PASSWORD"} for service in SERVICES} | {
     "audit": {"DATABASE_URL", "KAFKA_SASL_PASSWORD", "AUDIT_API_SECRET"},
@@ -76,7 +78,7 @@ SECRET_ENV_BY_SERVICE = {service: {"DATABASE_URL", "KAFKA_SASL_PASSWORD"} for se
 SECRET_ENV_BY_SERVICE["refunds"] = SECRET_ENV_BY_SERVICE["refunds"] | {"BANK_SIGNING_KEYS"}
 SECRET_ENV_BY_SERVICE["notifier"] = SECRET_ENV_BY_SERVICE["notifier"] | {"SMTP_PASSWORD", "SMS_GATEWAY_TOKEN",
                                                                           "WEBHOOK_SIGNING_KEY"}
-for _service in EVENT_STORE_SERVICES:
+for _service in CIPHER_KEY_SERVICES:
     SECRET_ENV_BY_SERVICE[_service] = SECRET_ENV_BY_SERVICE[_service] | {"CIPHER_KEY"}
 #: ...except these, by variant: dev's Kafka has no authentication, so no KafkaUsers and no passwords.
 SECRET_ENV_NOT_IN = {"dev": {"KAFKA_SASL_PASSWORD", "CIPHER_KEY"}, "base": {"CIPHER_KEY"}}  # encrypted in prod
@@ -483,7 +485,7 @@ def secret_references(deployment: dict[str, Any]) -> list[tuple[str, str | None,
 
 
 def test_prod_requires_the_cipher_key_of_every_event_store(deployments, variant):
-    for service in EVENT_STORE_SERVICES:
+    for service in CIPHER_KEY_SERVICES:
         env = {e["name"]: e for e in container(deployments[service]).get("env", [])}
         required = env.get("CIPHER_REQUIRED", {}).get("value")
         assert (required == "true") == (variant == "prod"), f"{service} in {variant}: CIPHER_REQUIRED={required}"
