@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +116,75 @@ async def retry_forever(what: str, action: Callable, health: Health, stopping: a
             return result
 
 
+class ProgressWatchdog:
+    """Liveness from progress, not from the process merely answering HTTP.
+
+    A Faust worker has been seen to stop consuming while it looks healthy
+    (looping on "Marking the coordinator dead" after a broker restart,
+    partitions gone silent after a rebalance). The worker is stalled when
+    records wait on its partitions, no batch was applied for ``stall_after``
+    seconds and no known cause is being retried (an outage the readiness
+    check already reports); then ``/healthz`` answers 503 and the orchestrator
+    restarts it, which is safe at any moment.
+    """
+
+    def __init__(self, stall_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_after = stall_after
+        self.clock = clock
+        self.last_progress = clock()
+
+    def progressed(self) -> None:
+        self.last_progress = self.clock()
+
+    def stalled_for(self, waiting: int, excused: bool) -> float | None:
+        """Seconds without progress while ``waiting`` records wait, once past ``stall_after``; else None."""
+        if waiting <= 0 or excused:
+            self.progressed()
+            return None
+        idle = self.clock() - self.last_progress
+        return idle if idle > self.stall_after else None
+
+
+async def records_waiting(app: faust.App, runtime: LedgerRuntime) -> int:
+    """Records on this worker's assigned partitions past what its ingress applied."""
+    ingress = runtime.ingress
+    if ingress is None:
+        return 0
+    waiting = 0
+    for tp in app.consumer.assignment():
+        highwater = app.consumer.highwater(tp)
+        if highwater is None:
+            continue
+        async with runtime.writing:  # a stored position is read once, never while a batch moves it
+            applied = await runtime.executor.run(ingress._last_offset, tp.topic, tp.partition)
+        waiting += max(0, highwater - applied - 1)
+    return waiting
+
+
+async def watch_progress(app: faust.App, runtime: LedgerRuntime, interval: float = 5.0) -> None:
+    """Every ``interval``: set or clear the liveness problem from :class:`ProgressWatchdog`."""
+    while not runtime.stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.stopping.wait(), timeout=interval)
+        if runtime.stopping.is_set() or not runtime.initialized.is_set():
+            continue
+        try:
+            waiting = await records_waiting(app, runtime)
+            _, checks = await runtime.health.report()  # a dependency away or being retried excuses the wait
+        except TRANSIENT:
+            continue  # the database is away: readiness says so; not a stall of the consumer
+        except Exception:  # the watchdog must never take the worker down: log, look again next time
+            log.warning("progress check failed", exc_info=True)
+            continue
+        excused = any(state != "ok" for name, state in checks.items() if name != "progress")
+        idle = runtime.watchdog.stalled_for(waiting, excused)
+        problem = f"no batch applied for {idle:.0f} s while {waiting} records wait" if idle else None
+        if problem and not runtime.health.liveness_problem:
+            log.error("consumer stalled: %s", problem, extra={"waiting": waiting})
+        runtime.health.liveness_problem = problem
+        runtime.health.set_problem("progress", problem)
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     """What makes one event-sourced service: its topics, application and mapping."""
@@ -147,6 +217,7 @@ class LedgerRuntime(Service):
         self.application: LedgerApplication | None = None
         self.ingress: Ingress | None = None
         self.relay: OutboxRelay | None = None
+        self.watchdog = ProgressWatchdog(settings.progress_stall_after)
         self.tasks: list[asyncio.Future] = []
         self.health.set_problem("startup", "starting")
 
@@ -220,6 +291,7 @@ class LedgerRuntime(Service):
         async with self.writing:
             outcome = await retry_forever("ingress", lambda: self.executor.run(self.ingress.apply, messages),
                                           self.health, self.stopping)
+        self.watchdog.progressed()
         if outcome.notification_ids:
             self.relay.wake()
         return outcome
@@ -246,6 +318,10 @@ def build_worker(spec: ServiceSpec, settings: Settings) -> tuple[faust.App, Ledg
     @app.task
     async def declare_topics() -> None:
         await ensure_topics(settings, (*spec.inbound_topics, *spec.outbound_topics))  # its own: ACLs allow no more
+
+    @app.task
+    async def watch_consumer_progress() -> None:
+        await watch_progress(app, runtime)
 
     serve_asgi(app, operational_app(spec.name, runtime.health), host=settings.web_host,
                port=settings.web_port, log_level="warning")

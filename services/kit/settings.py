@@ -106,6 +106,7 @@ class Settings:
     relay_batch: int = 500                   # RELAY_BATCH notifications per publish
     timer_interval: float = 5.0              # TIMER_INTERVAL seconds between deadline checks
     event_time_max_future: float = 300.0     # EVENT_TIME_MAX_FUTURE seconds an inbound time may be ahead of now
+    progress_stall_after: float = 120.0      # PROGRESS_STALL_AFTER s with records waiting and none applied: not alive
     event_time_earliest: str = "2000-01-01T00:00:00+00:00"  # EVENT_TIME_EARLIEST: older inbound times are refused
     aggregate_cache: int = 10000             # AGGREGATE_CACHE_MAXSIZE
     # Web: each service serves /metrics, /healthz, /readyz.
@@ -162,6 +163,7 @@ class Settings:
             relay_batch=_number(env, "RELAY_BATCH", 500, int),
             timer_interval=_number(env, "TIMER_INTERVAL", 5.0),
             event_time_max_future=_number(env, "EVENT_TIME_MAX_FUTURE", 300.0),
+            progress_stall_after=_number(env, "PROGRESS_STALL_AFTER", 120.0),
             event_time_earliest=env.get("EVENT_TIME_EARLIEST", "") or "2000-01-01T00:00:00+00:00",
             aggregate_cache=_number(env, "AGGREGATE_CACHE_MAXSIZE", 10000, int),
             web_host=env.get("WEB_HOST", "127.0.0.1"),

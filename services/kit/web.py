@@ -29,6 +29,7 @@ class Health:
         self.timeout = timeout
         self._checks: dict[str, Check] = {}
         self._flags: dict[str, str] = {}
+        self.liveness_problem: str | None = None   # set: /healthz answers 503 (the orchestrator restarts us)
 
     def add_check(self, name: str, check: Check) -> None:
         self._checks[name] = check
@@ -39,6 +40,11 @@ class Health:
             self._flags.pop(name, None)
         else:
             self._flags[name] = problem
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """The conditions set with :meth:`set_problem` (e.g. a dependency being retried)."""
+        return dict(self._flags)
 
     async def report(self) -> tuple[bool, dict[str, str]]:
         results: dict[str, str] = {}
@@ -59,8 +65,10 @@ def add_operational_routes(api: FastAPI, health: Health) -> None:
     """Mount /metrics, /healthz and /readyz on ``api``."""
 
     @api.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "alive"}
+    async def healthz() -> JSONResponse:
+        if health.liveness_problem:
+            return JSONResponse({"status": "stalled", "problem": health.liveness_problem}, status_code=503)
+        return JSONResponse({"status": "alive"})
 
     @api.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:

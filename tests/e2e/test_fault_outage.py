@@ -193,6 +193,7 @@ def test_services_ride_out_a_broker_outage_and_a_database_outage_and_lose_nothin
         for name, process in running.items():
             process.wait_ready(60)
             assert process.pid == pids[name] and process.exited() is None, f"{name} restarted"
+            assert process.get("/healthz")[0] == 200, f"{name} alive (its consumer makes progress)"
         rejections = count(database_url, "SELECT count(*) FROM audit.rejections")
         assert rejections == 0
     finally:
