@@ -248,7 +248,14 @@ def memory_result(marks: list[tuple[float, dict[str, int]]], n: int, final: dict
                           "rss_mb_peak": round(max(peak.get(name, 0), end) / 2**20, 1),
                           "growth": growth, "flat": growth is not None and abs(growth) <= MEMORY_TOLERANCE}
     flat = bool(services) and all(s["flat"] for s in services.values())
-    return {"what": f"RSS of each service sampled across the {n}-event ingest run; "
+    gap = memory_gap(services)
+    return {**({"gap": gap} if gap else {}),"what": f"RSS of each service sampled across the {n}-event ingest run; "
                     f"from {n // 10} events processed to the end",
             "events": n, "services": services, "target": {"growth_within": MEMORY_TOLERANCE}, "met": flat,
             "samples": len(marks)}
+
+
+def memory_gap(services: dict[str, dict[str, Any]]) -> str:
+    """The services whose RSS moved more than the tolerance, and by how much."""
+    moved = [f"{name} {s['growth']:+.0%}" for name, s in services.items() if not s["flat"] and s["growth"] is not None]
+    return f"RSS grew from 10 % of the run to its end: {', '.join(moved)}" if moved else ""

@@ -74,6 +74,11 @@ def rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         out.append([f"Freshness at {_n(doc['rate'])} events/s, produce → visible (p50 / p99){_mode(doc)}",
                     f"{_n(lat['p50'])} / {_n(lat['p99'])} ms", f"{_n(raw['p50'])} / {_n(raw['p99'])} ms",
                     f"{_n(doc.get('ratio_p99'), 1)}× raw p99", "p99 < 500 ms", _met(doc)])
+        if below := doc.get("below_capacity"):
+            low = below["latency_ms"]
+            out.append([f"Freshness at {_n(below['rate'])} events/s, below capacity (p50 / p99){_mode(doc)}",
+                        f"{_n(low['p50'])} / {_n(low['p99'])} ms", "", "", "(no target)",
+                        f"{below['probes_seen']} of {below['probes']} probes seen"])
     elif doc:
         out.append(["Freshness", "", "", "", "p99 < 500 ms", _met(doc)])
     if (doc := results.get("queries")) and "error" not in doc:

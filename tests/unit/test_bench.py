@@ -64,6 +64,7 @@ def _results(tmp_path, mode: str = "full") -> None:
         "rate": 1000.0, "met": True, "ratio_p99": 2.0,
         "raw": {"latency_ms": {"p50": 50.0, "p99": 100.0}},
         "pipeline": {"latency_ms": {"p50": 120.0, "p99": 200.0}},
+        "below_capacity": {"rate": 200.0, "probes": 90, "probes_seen": 90, "latency_ms": {"p50": 80.0, "p99": 150.0}},
     }, quick=quick, machine=machine, results_dir=tmp_path, now=at)
     write_result("queries", {"error": "RuntimeError: audit API not up", "met": False}, quick=quick,
                  machine=machine, results_dir=tmp_path, now=at)
@@ -77,6 +78,8 @@ def test_render_shows_numbers_targets_and_gaps(tmp_path) -> None:
     assert "| Ingest, whole pipeline (200,000 events) | 1,000 events/s | 4,000 events/s | 25% | ≥ 50 % of raw | " \
            "**no**: pipeline at 25% of the raw limit |" in table
     assert "| 120 / 200 ms | 50 / 100 ms | 2.0\u00d7 raw p99 | p99 < 500 ms | yes |" in table
+    assert "| Freshness at 200 events/s, below capacity (p50 / p99) | 80 / 150 ms |  |  | (no target) | " \
+           "90 of 90 probes seen |" in table
     assert "not run: RuntimeError: audit API not up" in table
     assert "- **ingest**: payments: Connection.wait 40%" in table
     assert "(quick)" not in table
