@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.persistence import Notification, ProcessRecorder, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
 from psycopg.rows import DictRow
@@ -226,6 +227,25 @@ class IngressRecorder(PostgresProcessRecorder):
             curs.execute(SQL("SELECT name, key, due_at FROM {0} ORDER BY due_at").format(self._timers_table))
             return [DueTimer(r["name"], r["key"], r["due_at"]) for r in curs.fetchall()]
 
+    def select_events_of(self, originator_ids: Collection[UUID]) -> dict[UUID, list[StoredEvent]]:
+        """The stored events of every aggregate named, in version order, in one query (an aggregate
+        with no events is absent from the answer)."""
+        if not originator_ids:
+            return {}
+        found: dict[UUID, list[StoredEvent]] = {}
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                SQL("SELECT originator_id, originator_version, topic, state FROM {0}.{1} "
+                    "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version")
+                .format(Identifier(self.datastore.schema), Identifier(self.events_table_name)),
+                (list(originator_ids),), prepare=True)
+            for row in curs.fetchall():
+                originator_id = UUID(str(row["originator_id"]))
+                found.setdefault(originator_id, []).append(StoredEvent(
+                    originator_id=originator_id, originator_version=row["originator_version"],
+                    topic=row["topic"], state=bytes(row["state"])))
+        return found
+
     def seen_digests(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The content digest recorded for each already-applied (source, id)."""
         keys = list(dict.fromkeys(keys))
@@ -306,6 +326,32 @@ class LedgerApplication(Application):
             return self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
+
+    def find_many(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]:
+        """The aggregates with these ids that exist, each as :meth:`find` would give it, with one
+        query for all those not in the aggregate cache (a batch's lookups, most of them for
+        aggregates that do not exist yet, cost one round trip instead of one each)."""
+        repository = self.repository
+        wanted = list(dict.fromkeys(aggregate_ids))
+        if repository.snapshot_store is not None:  # snapshots: the repository knows how to combine them
+            return {i: a for i in wanted if (a := self.find(i)) is not None}
+        found: dict[UUID, Any] = {}
+        missing = []
+        for aggregate_id in wanted:
+            try:
+                cached = repository.cache.get(aggregate_id) if repository.cache is not None else None
+            except KeyError:
+                cached = None
+            if cached is None:
+                missing.append(aggregate_id)
+            else:  # copied, as the repository does: a rolled-back change must not reach the cache
+                found[aggregate_id] = deepcopy(cached) if repository.deepcopy_from_cache else cached
+        for aggregate_id, stored in self.ingress_recorder.select_events_of(missing).items():
+            # not put in the cache: the batch may still change it; a save caches what it stored
+            aggregate = project_aggregate(None, map(self.mapper.to_domain_event, stored))
+            if aggregate is not None:
+                found[aggregate_id] = aggregate
+        return found
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()

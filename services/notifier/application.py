@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+from uuid import UUID
 
 from psycopg.sql import SQL, Identifier
 
@@ -21,7 +22,7 @@ from services.kit import liaisons, metrics
 from services.kit.catalogue import Catalogue
 from services.kit.catalogue.catalogue import MissingFact
 from services.kit.envelope import Envelope
-from services.kit.ingress import Handler, TimerHandler, UnitOfWork
+from services.kit.ingress import Handler, Reading, TimerHandler, UnitOfWork
 from services.kit.settings import Settings
 from services.kit.store import LedgerApplication
 from services.notifier.channels import Outgoing
@@ -191,6 +192,23 @@ class Notifier:
         for kind in CLOSES.get(envelope.type, ()):
             self._close_escalation(uow, kind, case_of(data), envelope.type, envelope.time)
 
+    def ledger_event_reads(self, envelope: Envelope) -> list[UUID]:
+        """The aggregates :meth:`on_ledger_event` reads first: each message's notice, the citizen's
+        case thread and contact, the escalations it opens or closes (loaded for a batch at once)."""
+        data = envelope.data
+        try:
+            case = case_of(data)
+        except NotifierError:
+            return []  # the handler rejects it
+        ids = []
+        for audience, key in self.catalogue.messages_for(envelope.type, data).items():
+            ids.append(Notice.create_id(message_id(case, key)))
+            recipient = data.get(self.catalogue.messages[key].recipient)
+            if audience != "agency" and recipient:
+                ids += [CaseThread.create_id(str(recipient), case), Contact.create_id(str(recipient))]
+        kinds = ([OPENS[envelope.type]] if envelope.type in OPENS else []) + list(CLOSES.get(envelope.type, ()))
+        return ids + [Escalation.create_id(kind, case) for kind in kinds]
+
     def on_contact(self, uow: UnitOfWork, envelope: Envelope) -> None:
         data = envelope.data
         person = data["person_id"]
@@ -334,8 +352,10 @@ def handled_types(catalogue: Catalogue) -> frozenset[str]:
 def handlers(app: LedgerApplication) -> dict[str, Handler]:
     assert isinstance(app, NotifierApplication)
     notifier = Notifier(app)
-    found: dict[str, Handler] = dict.fromkeys(followed_types(app.catalogue), notifier.on_ledger_event)
-    found["contact.updated"] = notifier.on_contact
+    found: dict[str, Handler] = dict.fromkeys(followed_types(app.catalogue),
+                                              Reading(notifier.on_ledger_event, notifier.ledger_event_reads))
+    found["contact.updated"] = Reading(notifier.on_contact,
+                                       lambda e: (Contact.create_id(e.data["person_id"]),))
     assert set(found) == handled_types(app.catalogue)
     return found
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from functools import partial
 from typing import TypedDict
+from uuid import UUID
 
 from services.kit.envelope import Envelope
-from services.kit.ingress import Handler, TimerHandler, UnitOfWork
+from services.kit.ingress import Handler, Reading, TimerHandler, UnitOfWork
 from services.kit.rules import Rules
 from services.kit.store import LedgerApplication, rules_of
 from services.payments.domain import Balance, Payment, RefundHold, UnknownPayment
@@ -138,15 +139,29 @@ def release_refund(uow: UnitOfWork, envelope: Envelope) -> None:
     _close_hold(uow, envelope, completed=False)
 
 
+def _balance_of(envelope: Envelope) -> UUID:
+    d = envelope.data
+    return Balance.create_id(d["beneficiary_id"], d["agency"], d["service_code"])
+
+
+def _payment_of(envelope: Envelope) -> UUID:
+    return Payment.create_id(envelope.data["payment_id"])
+
+
+def _hold_of(envelope: Envelope) -> UUID:
+    return RefundHold.create_id(envelope.data["refund_id"])
+
+
 def handlers(app: LedgerApplication) -> dict[str, Handler]:
+    """Each handler with the aggregates it reads (loaded for a whole batch in one query)."""
     rules = rules_of(app)
     return {
-        "payment.recorded": partial(record_payment, rules=rules),
-        "payment.acknowledged": acknowledge_payment,
-        "fee.charged": charge_fee,
-        "ledger.refund.requested": hold_for_refund,
-        "ledger.refund.completed": post_refund,
-        "ledger.refund.failed": release_refund,
+        "payment.recorded": Reading(partial(record_payment, rules=rules), lambda e: (_payment_of(e), _balance_of(e))),
+        "payment.acknowledged": Reading(acknowledge_payment, lambda e: (_payment_of(e),)),
+        "fee.charged": Reading(charge_fee, lambda e: (_balance_of(e),)),
+        "ledger.refund.requested": Reading(hold_for_refund, lambda e: (_hold_of(e), _balance_of(e))),
+        "ledger.refund.completed": Reading(post_refund, lambda e: (_hold_of(e),)),
+        "ledger.refund.failed": Reading(release_refund, lambda e: (_hold_of(e),)),
     }
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any, TypedDict
+from uuid import UUID
 
 from services.kit.calendar import BusinessCalendar
 from services.kit.envelope import Envelope
-from services.kit.ingress import Handler, TimerHandler, UnitOfWork
+from services.kit.ingress import Handler, Reading, TimerHandler, UnitOfWork
 from services.kit.rules import Rules
 from services.kit.store import LedgerApplication, rules_of
 from services.refunds.domain import (
@@ -266,19 +267,32 @@ def _refunds(app: LedgerApplication) -> Refunds:
     return Refunds(rules_of(app))
 
 
+def _case_and_parked(envelope: Envelope) -> tuple[UUID, UUID]:
+    refund_id = envelope.data["refund_id"]
+    return RefundCase.create_id(refund_id), ParkedReturn.create_id(refund_id)
+
+
+def _visa_case(envelope: Envelope) -> tuple[UUID, ...]:
+    d = envelope.data
+    case = RefundCase.create_id(visa_refund_id(d["sponsor_id"], d["export_number"], d["serial_number"]))
+    return (case, PaymentRef.create_id(d["payment_id"])) if "payment_id" in d else (case,)
+
+
 def handlers(app: LedgerApplication) -> dict[str, Handler]:
+    """Each handler with the aggregates it reads (a batch's are loaded in one query)."""
     refunds = _refunds(app)
     return {
-        "refund.requested": refunds.request,
-        "refund.completed": refunds.completed,
-        "refund.failed": refunds.failed,
-        "ledger.balance.held": refunds.held,
-        "ledger.balance.hold_refused": refunds.hold_refused,
-        "refund.approved": refunds.approve,
-        "refund.declined": refunds.decline,
-        "ledger.payment.recorded": refunds.payment_recorded,
-        "ledger.visa.refund_started": refunds.visa_refund_started,
-        "ledger.visa.status_changed": refunds.visa_status_changed,
+        "refund.requested": Reading(refunds.request, lambda e: (RefundCase.create_id(e.data["request_id"]),)),
+        "refund.completed": Reading(refunds.completed, _case_and_parked),
+        "refund.failed": Reading(refunds.failed, _case_and_parked),
+        "ledger.balance.held": Reading(refunds.held, _case_and_parked),
+        "ledger.balance.hold_refused": Reading(refunds.hold_refused, _case_and_parked),
+        "refund.approved": Reading(refunds.approve, _case_and_parked),
+        "refund.declined": Reading(refunds.decline, _case_and_parked),
+        "ledger.payment.recorded": Reading(refunds.payment_recorded,
+                                           lambda e: (PaymentRef.create_id(e.data["payment_id"]),)),
+        "ledger.visa.refund_started": Reading(refunds.visa_refund_started, _visa_case),
+        "ledger.visa.status_changed": Reading(refunds.visa_status_changed, _visa_case),
     }
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, TypedDict
+from uuid import UUID
 
 from services.kit.envelope import Envelope
-from services.kit.ingress import Handler, UnitOfWork
+from services.kit.ingress import Handler, Reading, UnitOfWork
 from services.kit.rules import Rules
 from services.kit.store import LedgerApplication, rules_of
 from services.visas.domain import Visa
@@ -92,11 +93,18 @@ class Visas:
                                                 origin=envelope.origin)
 
 
+def _visa_of(envelope: Envelope) -> tuple[UUID]:
+    d = envelope.data
+    return (Visa.create_id(sponsor_id=d["sponsor_id"], export_number=d["export_number"],
+                           serial_number=d["serial_number"]),)
+
+
 def handlers(app: LedgerApplication) -> dict[str, Handler]:
+    """Each handler with the visa it reads (a batch's visas are loaded in one query)."""
     visas = Visas(rules_of(app))
     return {
-        "visa.issued": visas.issue,
-        "visa.status_changed": visas.change_status,
-        "visa.cancellation_requested": visas.request_cancellation,
-        "visa.cancellation_accepted": visas.accept_cancellation,
+        "visa.issued": Reading(visas.issue, _visa_of),
+        "visa.status_changed": Reading(visas.change_status, _visa_of),
+        "visa.cancellation_requested": Reading(visas.request_cancellation, _visa_of),
+        "visa.cancellation_accepted": Reading(visas.accept_cancellation, _visa_of),
     }

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 
 from services.kit.envelope import SchemaRegistry, resolve_schemas_dir
+from services.kit.identity import with_check_digit
 from services.kit.ingress import Ingress
 from services.kit.rejections import Rejection
 from services.payments.application import PaymentsApplication, handlers, timer_handlers
@@ -171,3 +172,77 @@ def test_an_acknowledgement_in_time_cancels_the_timer(app, ingress):
     ingress.apply([msg(cloudevent("payment.recorded", payment("ONTIME-1"))),
                    msg(cloudevent("payment.acknowledged", acknowledgement("ONTIME-1")))])
     assert app.ingress_recorder.timers() == []
+
+
+class CountingPayments(PaymentsApplication):
+    """Counts the event store's reads: one aggregate at a time (``find``) and a batch at once."""
+
+    name = "payments"  # the same schema as the service's
+
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        self.finds = self.batch_reads = 0
+
+    def find(self, aggregate_id):
+        self.finds += 1
+        return super().find(aggregate_id)
+
+    def find_many(self, aggregate_ids):
+        self.batch_reads += 1
+        return super().find_many(aggregate_ids)
+
+
+@pytest.fixture
+def counting(db_settings):
+    application = CountingPayments(db_settings)
+    try:
+        yield application, Ingress(app=application, service="payments",
+                                   registry=SchemaRegistry(resolve_schemas_dir(db_settings)),
+                                   handlers=handlers(application), rejectable=(PaymentsError,))
+    finally:
+        application.close()
+
+
+def test_a_batch_loads_the_aggregates_its_events_read_in_one_query(counting, db_settings):
+    app, ingress = counting
+    msg = Messages()
+    people = [with_check_digit(f"10{n:07d}") for n in range(30)]
+    first = ingress.apply([msg(cloudevent("payment.recorded", payment(payment_id=f"P-{n}", beneficiary_id=person,
+                                                                    payer_id=person)))
+                           for n, person in enumerate(people)])
+    assert first.applied == 30 and (app.batch_reads, app.finds) == (1, 0), "60 new aggregates: one read, no finds"
+    # a restarted service (nothing cached) acknowledges them and charges fees against the stored balances
+    app.repository.cache.clear()
+    app.batch_reads = 0
+    second = ingress.apply([msg(cloudevent("payment.acknowledged", acknowledgement(payment_id=f"P-{n}")))
+                            for n in range(30)]
+                           + [msg(cloudevent("fee.charged", charge(charge_id=f"C-{n}", beneficiary_id=person,
+                                                                   amount=10000)))
+                              for n, person in enumerate(people)])
+    assert second.applied == 60 and not second.rejected
+    assert (app.batch_reads, app.finds) == (1, 0)
+    fresh = PaymentsApplication(db_settings)  # what is stored, read the ordinary way
+    try:
+        for person in people:
+            assert fresh.balance(person, "JAWAZAT", "PASSPORT_ISSUE")["available"] == 20000
+        assert all(fresh.find(Payment.create_id(f"P-{n}")).acknowledged_at is not None for n in range(30))
+    finally:
+        fresh.close()
+
+
+OTHER_PERSON = with_check_digit("100000000")
+
+
+def test_a_message_rolled_back_leaves_a_preloaded_new_aggregate_absent(counting):
+    """The second payment in the batch reuses the first's id with other facts: it is rejected and its
+    balance, created only by it, must not be saved; a later batch still finds nothing there."""
+    app, ingress = counting
+    msg = Messages()
+    outcome = ingress.apply([
+        msg(cloudevent("payment.recorded", payment(payment_id="P-1"))),
+        msg(cloudevent("payment.recorded", payment(payment_id="P-1", beneficiary_id=OTHER_PERSON,
+                                                   payer_id=OTHER_PERSON))),
+    ])
+    assert outcome.applied == 1 and sum(outcome.rejected.values()) == 1
+    assert app.balance(OTHER_PERSON, "JAWAZAT", "PASSPORT_ISSUE") is None
+    assert app.balance("1012345672", "JAWAZAT", "PASSPORT_ISSUE")["credited"] == 30000
