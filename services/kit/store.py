@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
 from datetime import datetime
@@ -192,12 +192,12 @@ class IngressRecorder(PostgresProcessRecorder):
         curs.execute(SQL("SELECT max(notification_id) AS up_to FROM {0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name)))
         up_to = curs.fetchone()["up_to"] or 0
-        heads = chain_heads(curs, self.datastore.schema, self.events_table_name, up_to)
-        digest = chains_digest(heads)
+        counted = Counted(chain_heads(curs, self.datastore.schema, self.events_table_name, up_to))
+        digest = chains_digest(counted, ordered=True)
         curs.execute(SQL("INSERT INTO {0} (up_to_notification, chains, digest) VALUES (%s, %s, %s)")
-                     .format(self._digests_table), (up_to, len(heads), digest))
+                     .format(self._digests_table), (up_to, counted.count, digest))
         log.info("chain digest recorded", extra={"schema": self.datastore.schema, "up_to_notification": up_to,
-                                                 "chains": len(heads), "digest": digest})
+                                                 "chains": counted.count, "digest": digest})
 
     def _change_timers(self, curs: psycopg.Cursor[DictRow], changes: Sequence[TimerChange]) -> None:
         final = {(c.name, c.key): c.due_at for c in changes}  # the last change of a key wins
@@ -286,15 +286,42 @@ class IngressRecorder(PostgresProcessRecorder):
             curs.execute("SELECT 1")
 
 
-def chain_heads(curs: psycopg.Cursor[DictRow], schema: str, events_table: str,
-                up_to: int) -> list[tuple[UUID, int, str]]:
-    """Each aggregate's newest stored event up to notification ``up_to``, with its recorded hash."""
-    curs.execute(
-        SQL("SELECT DISTINCT ON (e.originator_id) e.originator_id, e.originator_version, h.hash "
-            "FROM {0}.{1} e LEFT JOIN {0}.event_hashes h USING (originator_id, originator_version) "
-            "WHERE e.notification_id <= %s ORDER BY e.originator_id, e.originator_version DESC")
-        .format(Identifier(schema), Identifier(events_table)), (up_to,))
-    return [(UUID(str(r["originator_id"])), r["originator_version"], r["hash"] or "") for r in curs.fetchall()]
+#: Chain heads read per query by :func:`chain_heads`: memory stays bounded however many aggregates there are.
+HEADS_PAGE = 10_000
+
+
+def chain_heads(curs: psycopg.Cursor[DictRow], schema: str, events_table: str, up_to: int,
+                page: int = HEADS_PAGE) -> Iterator[tuple[UUID, int, str]]:
+    """Each aggregate's newest stored event up to notification ``up_to``, with its recorded hash, in
+    the order of the aggregate ids, read ``page`` aggregates at a time (a digest of a million chains
+    once held them all in memory: hundreds of MB at every digest)."""
+    after: UUID | None = None
+    while True:
+        curs.execute(
+            SQL("SELECT DISTINCT ON (e.originator_id) e.originator_id, e.originator_version, h.hash "
+                "FROM {0}.{1} e LEFT JOIN {0}.event_hashes h USING (originator_id, originator_version) "
+                "WHERE e.notification_id <= %s AND (%s::uuid IS NULL OR e.originator_id > %s::uuid) "
+                "ORDER BY e.originator_id, e.originator_version DESC LIMIT %s")
+            .format(Identifier(schema), Identifier(events_table)), (up_to, after, after, page))
+        rows = curs.fetchall()
+        for row in rows:
+            yield UUID(str(row["originator_id"])), row["originator_version"], row["hash"] or ""
+        if len(rows) < page:
+            return
+        after = UUID(str(rows[-1]["originator_id"]))
+
+
+class Counted:
+    """An iterable that counts what passed through it (the chains a streamed digest covered)."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self._items = items
+        self.count = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self._items:
+            self.count += 1
+            yield item
 
 
 def ensure_schema(database_url: str, schema: str) -> None:

@@ -8,14 +8,16 @@ import hashlib
 from uuid import UUID
 
 import psycopg
+import psycopg.rows
 import pytest
 
 from services.cli import main
 from services.cli.verify import verify_schema
-from services.kit.chain import GENESIS, event_hash
+from services.kit.chain import GENESIS, chains_digest, event_hash
 from services.kit.envelope import SchemaRegistry, resolve_schemas_dir
 from services.kit.identity import with_check_digit
 from services.kit.ingress import Ingress
+from services.kit.store import Counted, chain_heads
 from services.payments.application import PaymentsApplication, handlers, timer_handlers
 from services.payments.domain import PaymentsError
 from tests.conftest import make_settings
@@ -158,3 +160,18 @@ def test_deleting_the_newest_event_with_its_hash_breaks_the_digest(store):
             (originator_id, newest))
     findings = verify_schema(store, "payments").findings
     assert findings and all(f.originator_id is None and "no longer matches" in f.what for f in findings)
+
+
+def test_the_digest_read_page_by_page_equals_the_digest_of_all_heads_at_once(store):
+    """The digest streams chain heads a page at a time (memory bounded by the page, not by the
+    aggregates); pages of 7 over ~600 chains give the digest of the whole sorted list, which is what
+    the recorded digests hold."""
+    with psycopg.connect(store) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as curs:
+        [(up_to, recorded)] = sql(store, "SELECT up_to_notification, digest FROM payments.chain_digests "
+                                         "ORDER BY id DESC LIMIT 1")
+        paged = Counted(chain_heads(curs, "payments", "payments_events", up_to, page=7))
+        streamed = chains_digest(paged, ordered=True)
+        everything = list(chain_heads(curs, "payments", "payments_events", up_to, page=1_000_000))
+    assert paged.count == len(everything) >= 600
+    assert streamed == chains_digest(everything) == recorded
+    assert [h[0] for h in everything] == sorted((h[0] for h in everything), key=lambda i: i.bytes)
