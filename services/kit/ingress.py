@@ -252,7 +252,8 @@ class Ingress:
         if cache is not None:
             cache.clear()
 
-    def _last_offset(self, topic: str, partition: int) -> int:
+    def applied_offset(self, topic: str, partition: int) -> int:
+        """The last Kafka offset applied on topic:partition (-1: none), read once, then kept."""
         key = (topic, partition)
         if key not in self._positions:
             stored = self.app.tracked_offset(topic, partition)
@@ -321,7 +322,7 @@ class Ingress:
         fresh = []
         for message in messages:
             metrics.EVENTS_CONSUMED.labels(message.topic).inc()
-            if message.offset <= self._last_offset(message.topic, message.partition):
+            if message.offset <= self.applied_offset(message.topic, message.partition):
                 outcome.skipped_offsets += 1
                 metrics.EVENTS_DUPLICATE.labels(message.topic, "offset").inc()
             else:

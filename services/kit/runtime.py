@@ -156,7 +156,7 @@ async def records_waiting(app: faust.App, runtime: LedgerRuntime) -> int:
         if highwater is None:
             continue
         async with runtime.writing:  # a stored position is read once, never while a batch moves it
-            applied = await runtime.executor.run(ingress._last_offset, tp.topic, tp.partition)
+            applied = await runtime.executor.run(ingress.applied_offset, tp.topic, tp.partition)
         waiting += max(0, highwater - applied - 1)
     return waiting
 
@@ -181,8 +181,7 @@ async def watch_progress(app: faust.App, runtime: LedgerRuntime, interval: float
         problem = f"no batch applied for {idle:.0f} s while {waiting} records wait" if idle else None
         if problem and not runtime.health.liveness_problem:
             log.error("consumer stalled: %s", problem, extra={"waiting": waiting})
-        runtime.health.liveness_problem = problem
-        runtime.health.set_problem("progress", problem)
+        runtime.health.set_problem("progress", problem, fatal=True)
 
 
 @dataclass(frozen=True)

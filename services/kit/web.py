@@ -29,22 +29,24 @@ class Health:
         self.timeout = timeout
         self._checks: dict[str, Check] = {}
         self._flags: dict[str, str] = {}
-        self.liveness_problem: str | None = None   # set: /healthz answers 503 (the orchestrator restarts us)
+        self._fatal: set[str] = set()  # conditions that also fail /healthz (the orchestrator restarts us)
 
     def add_check(self, name: str, check: Check) -> None:
         self._checks[name] = check
 
-    def set_problem(self, name: str, problem: str | None) -> None:
-        """Mark (or clear, with None) a condition that makes the process not ready."""
+    def set_problem(self, name: str, problem: str | None, *, fatal: bool = False) -> None:
+        """Mark (or clear, with None) a condition that makes the process not ready; ``fatal``: not
+        alive either (a stalled consumer, which only a restart cures)."""
         if problem is None:
             self._flags.pop(name, None)
         else:
             self._flags[name] = problem
+        (self._fatal.add if fatal else self._fatal.discard)(name)
 
     @property
-    def problems(self) -> dict[str, str]:
-        """The conditions set with :meth:`set_problem` (e.g. a dependency being retried)."""
-        return dict(self._flags)
+    def liveness_problem(self) -> str | None:
+        """The first fatal condition set, if any: /healthz answers 503 with it."""
+        return next((self._flags[name] for name in self._fatal if name in self._flags), None)
 
     async def report(self) -> tuple[bool, dict[str, str]]:
         results: dict[str, str] = {}
