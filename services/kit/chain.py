@@ -46,11 +46,13 @@ def event_hash(previous: str, originator_id: UUID | str, version: int, topic: st
     return digest.hexdigest()
 
 
-def chains_digest(heads: Iterable[tuple[UUID, int, str]], *, ordered: bool = False) -> str:
-    """The digest of all chains from each aggregate's (id, newest version, its hash), in the order of
-    the ids' bytes (PostgreSQL's order of uuid). ``ordered``: ``heads`` already come in that order
-    (streamed page by page, never all in memory at once)."""
+def chains_digest(heads: Iterable[tuple[UUID, int, str]]) -> tuple[int, str]:
+    """How many chains, and the digest of them all, from each aggregate's (id, newest version, its
+    hash) in the order of the ids' bytes (PostgreSQL's order of uuid, as :func:`chain_heads` streams
+    them: never all in memory at once)."""
     digest = hashlib.sha256()
-    for originator_id, version, hash_ in heads if ordered else sorted(heads, key=lambda head: head[0].bytes):
+    count = 0
+    for originator_id, version, hash_ in heads:
         digest.update(f"{originator_id}:{version}:{hash_}\n".encode())
-    return digest.hexdigest()
+        count += 1
+    return count, digest.hexdigest()

@@ -192,12 +192,11 @@ class IngressRecorder(PostgresProcessRecorder):
         curs.execute(SQL("SELECT max(notification_id) AS up_to FROM {0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name)))
         up_to = curs.fetchone()["up_to"] or 0
-        counted = Counted(chain_heads(curs, self.datastore.schema, self.events_table_name, up_to))
-        digest = chains_digest(counted, ordered=True)
+        chains, digest = chains_digest(chain_heads(curs, self.datastore.schema, self.events_table_name, up_to))
         curs.execute(SQL("INSERT INTO {0} (up_to_notification, chains, digest) VALUES (%s, %s, %s)")
-                     .format(self._digests_table), (up_to, counted.count, digest))
+                     .format(self._digests_table), (up_to, chains, digest))
         log.info("chain digest recorded", extra={"schema": self.datastore.schema, "up_to_notification": up_to,
-                                                 "chains": counted.count, "digest": digest})
+                                                 "chains": chains, "digest": digest})
 
     def _change_timers(self, curs: psycopg.Cursor[DictRow], changes: Sequence[TimerChange]) -> None:
         final = {(c.name, c.key): c.due_at for c in changes}  # the last change of a key wins
@@ -309,19 +308,6 @@ def chain_heads(curs: psycopg.Cursor[DictRow], schema: str, events_table: str, u
         if len(rows) < page:
             return
         after = UUID(str(rows[-1]["originator_id"]))
-
-
-class Counted:
-    """An iterable that counts what passed through it (the chains a streamed digest covered)."""
-
-    def __init__(self, items: Iterable[Any]) -> None:
-        self._items = items
-        self.count = 0
-
-    def __iter__(self) -> Iterator[Any]:
-        for item in self._items:
-            self.count += 1
-            yield item
 
 
 def ensure_schema(database_url: str, schema: str) -> None:

@@ -17,7 +17,7 @@ from services.kit.chain import GENESIS, chains_digest, event_hash
 from services.kit.envelope import SchemaRegistry, resolve_schemas_dir
 from services.kit.identity import with_check_digit
 from services.kit.ingress import Ingress
-from services.kit.store import Counted, chain_heads
+from services.kit.store import chain_heads
 from services.payments.application import PaymentsApplication, handlers, timer_handlers
 from services.payments.domain import PaymentsError
 from tests.conftest import make_settings
@@ -169,9 +169,8 @@ def test_the_digest_read_page_by_page_equals_the_digest_of_all_heads_at_once(sto
     with psycopg.connect(store) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as curs:
         [(up_to, recorded)] = sql(store, "SELECT up_to_notification, digest FROM payments.chain_digests "
                                          "ORDER BY id DESC LIMIT 1")
-        paged = Counted(chain_heads(curs, "payments", "payments_events", up_to, page=7))
-        streamed = chains_digest(paged, ordered=True)
+        paged = chains_digest(chain_heads(curs, "payments", "payments_events", up_to, page=7))
         everything = list(chain_heads(curs, "payments", "payments_events", up_to, page=1_000_000))
-    assert paged.count == len(everything) >= 600
-    assert streamed == chains_digest(everything) == recorded
+    assert paged[0] == len(everything) >= 600
+    assert paged[1] == chains_digest(sorted(everything, key=lambda head: head[0].bytes))[1] == recorded
     assert [h[0] for h in everything] == sorted((h[0] for h in everything), key=lambda i: i.bytes)
