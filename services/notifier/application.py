@@ -244,7 +244,8 @@ class Notifier:
             known = {"email": liaison.email, "sms": liaison.phone, "webhook": liaison.webhook or ""}
             self._address_or_drop(uow, notice, known, liaison.language, now)
             return notice
-        self._supersede_burst(uow, notice, at, now)
+        if self._supersede_burst(uow, notice, at, self.catalogue.stage(cause_type), now):
+            return notice
         contact: Contact | None = uow.get(Contact.create_id(recipient))
         if contact is not None and contact.addresses:
             self._address_or_drop(uow, notice, contact.addresses, contact.language, now + self.config.coalesce)
@@ -277,21 +278,26 @@ class Notifier:
         for channel in addresses:
             uow.schedule(DELIVER, deliver_key(channel, notice.message_id), due)
 
-    def _supersede_burst(self, uow: UnitOfWork, notice: Notice, at: datetime, now: datetime) -> None:
-        """Messages of one case queued within the coalescing window are a burst: only the last goes out."""
+    def _supersede_burst(self, uow: UnitOfWork, notice: Notice, at: datetime, stage: int, now: datetime) -> bool:
+        """Messages of one case within the coalescing window are a burst: only the last goes out.
+        True when ``notice`` itself is not the last (a later step of the case arrived first)."""
         thread_id = CaseThread.create_id(notice.recipient, notice.case)
         thread: CaseThread | None = uow.get(thread_id)
         if thread is None:
             thread = CaseThread(notice.recipient, notice.case)
             uow.add(thread)
-        previous = thread.previous_in_burst(at, self.config.coalesce)
-        if previous is not None and previous != notice.message_id:
-            earlier: Notice | None = uow.get(Notice.create_id(previous))
+        meeting = thread.meet(at, stage, self.config.coalesce)
+        if meeting is not None and not meeting.supersedes:
+            notice.supersede(meeting.latest, now)
+            return True
+        if meeting is not None:
+            earlier: Notice | None = uow.get(Notice.create_id(meeting.latest))
             if earlier is not None:
                 for channel in earlier.supersede(notice.message_id, now):
-                    uow.cancel(DELIVER, deliver_key(channel, previous))
-                uow.cancel(CONTACT_WAIT, previous)
-        thread.note(notice.message_id, at)
+                    uow.cancel(DELIVER, deliver_key(channel, meeting.latest))
+                uow.cancel(CONTACT_WAIT, meeting.latest)
+        thread.note(notice.message_id, at, stage)
+        return False
 
     # ------------------------------------------------------------------ escalations
 

@@ -19,7 +19,7 @@ Times are passed in; nothing here reads a clock or does I/O.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -70,6 +70,8 @@ class Notice(Aggregate):
         self.awaiting_contact = False
         #: channel -> {"address", "state", "attempts", "last_error"}
         self.deliveries: dict[str, dict[str, Any]] = {}
+        self.superseded_by: str | None = None
+        self.undelivered: str | None = None  #: why no channel could carry it
 
     @property
     def pending_channels(self) -> list[str]:
@@ -98,9 +100,11 @@ class Notice(Aggregate):
         self.awaiting_contact = True
 
     def supersede(self, by: str, at: datetime) -> list[str]:
-        """A later message of the same burst replaces this one; returns the channels it stopped."""
+        """A later message of the same burst replaces this one (before it was addressed, or on the
+        channels still pending); returns the channels it stopped."""
         channels = self.pending_channels
-        if channels or self.awaiting_contact:
+        unaddressed = not self.deliveries and self.superseded_by is None and self.undelivered is None
+        if channels or self.awaiting_contact or unaddressed:
             self._superseded(**self._about(), by=by, channels=channels, at=at)
         return channels
 
@@ -183,7 +187,7 @@ class Notice(Aggregate):
     def undeliverable(self, reason: str, at: datetime) -> None:
         """Nothing can carry it (no contact in time, no channel configured for the recipient's
         addresses): dead-lettered on no channel at all, with the reason."""
-        if not self.deliveries and not getattr(self, "undelivered", None):
+        if not self.deliveries and self.undelivered is None and self.superseded_by is None:
             self._dead_lettered(**self._about(), channel=None, reason=reason, attempts=0, at=at)
 
 
@@ -238,8 +242,20 @@ class Contact(Aggregate):
         self.waiting = [m for m in self.waiting if m not in message_ids]
 
 
+class Meeting(NamedTuple):
+    """A new message meets the thread's latest one in a burst."""
+
+    latest: str  #: the latest message's id
+    supersedes: bool  #: the new message comes later in the journey: it replaces the latest one
+
+
 class CaseThread(Aggregate):
-    """The citizen messages of one case for one person, to spot a burst (one SMS, not three)."""
+    """The citizen messages of one case for one person, to spot a burst (one SMS, not three).
+
+    A case's events reach the notifier on several topics, so a later step can arrive before an
+    earlier one (``ledger.refund.ordered`` before the ``ledger.balance.held`` it followed). What
+    is later is decided by the events' times, then by their stage in the journey, never by arrival.
+    """
 
     @staticmethod
     def create_id(recipient: str, case: str) -> UUID:
@@ -251,16 +267,21 @@ class CaseThread(Aggregate):
         self.case = case
         self.latest: str | None = None
         self.latest_at: datetime | None = None
+        self.latest_stage: int | None = None
 
-    def previous_in_burst(self, at: datetime, window: timedelta) -> str | None:
-        """The message queued just before, if it happened within ``window`` of ``at``."""
-        if self.latest is None or self.latest_at is None:
+    def meet(self, at: datetime, stage: int, window: timedelta) -> Meeting | None:
+        """How a message of time ``at`` and journey ``stage`` meets the latest message, if it is
+        within ``window`` of it: the later of the two (by time, then stage) is the one to send."""
+        if self.latest is None or self.latest_at is None or abs(at - self.latest_at) > window:
             return None
-        return self.latest if abs(at - self.latest_at) <= window else None
+        if at != self.latest_at or self.latest_stage is None:
+            return Meeting(self.latest, at >= self.latest_at)
+        return Meeting(self.latest, stage >= self.latest_stage)
 
     @event("Noted")
-    def note(self, message_id: str, at: datetime) -> None:
-        self.latest, self.latest_at = message_id, at
+    def note(self, message_id: str, at: datetime, stage: int | None = None) -> None:
+        """``message_id`` is now the latest message (``stage`` None: recorded before stages were)."""
+        self.latest, self.latest_at, self.latest_stage = message_id, at, stage
 
 
 class Escalation(Aggregate):

@@ -134,6 +134,28 @@ def test_a_burst_of_one_case_sends_only_its_last_message_and_a_later_one_goes_ou
         ("refund.requested.bank", f"{case}:refund.ordered")]
 
 
+def test_a_later_step_that_arrives_first_is_still_the_one_message_of_its_burst(notifier):
+    """Held comes on ledger.payments and ordered on ledger.refunds, at the same time: the notifier may
+    read ordered first. Held and requested, arriving after it, are superseded, never sent after it."""
+    notifier.contact(T0 - timedelta(days=1), mobile="+966501234567", language="ar")
+    ordered = example("ledger.refund.ordered", refund_id="RR-2", beneficiary_id=WHO, route="BANK")
+    held = example("ledger.balance.held", refund_id="RR-2", beneficiary_id=WHO)
+    requested = example("ledger.refund.requested", refund_id="RR-2", beneficiary_id=WHO, state="AWAITING_HOLD",
+                        route="BANK")
+    notifier.feed("ledger.refunds", "ledger.refund.ordered", ordered, T0)
+    notifier.feed("ledger.payments", "ledger.balance.held", held, T0)
+    notifier.feed("ledger.refunds", "ledger.refund.requested", requested, T0)
+    case = "refund/RR-2"
+    assert notifier.notice(case, "refund.ordered").deliveries["sms"]["state"] == PENDING
+    for key in ("refund.held", "refund.requested.bank"):
+        late = notifier.notice(case, key)
+        assert (late.deliveries, late.superseded_by) == ({}, f"{case}:refund.ordered")
+    assert set(notifier.timers(DELIVER)) == {f"sms|{case}:refund.ordered"}
+    superseded = [e["data"] for e in notifier.published() if e["type"] == "ledger.notification.superseded"]
+    assert [(s["key"], s["superseded_by"], s["channels"]) for s in superseded] == [
+        ("refund.held", f"{case}:refund.ordered", []), ("refund.requested.bank", f"{case}:refund.ordered", [])]
+
+
 def test_a_delivery_is_retried_with_backoff_then_dead_lettered_and_a_success_is_recorded_once(notifier):
     notifier.contact(T0 - timedelta(days=1), mobile="+966501234567", email="c@example.com", language="ar")
     notifier.feed("ledger.payments", "ledger.payment.recorded",

@@ -215,6 +215,23 @@ def test_two_answers_that_could_both_match_are_refused():
     assert "ambiguous answers for ('citizen', 'ledger.refund.ordered')" in broken(overlap)
 
 
+def test_every_event_a_citizen_hears_about_has_one_place_in_the_journey_order(catalogue):
+    def drop_held(meta, texts):
+        meta["journey_order"].remove("ledger.balance.held")
+        meta["journey_order"].append("ledger.refund.requested")
+    problems = broken(drop_held)
+    assert "'ledger.balance.held' answers a citizen message but is not in 'journey_order'" in problems
+    assert "'journey_order' lists an event twice" in problems
+    assert catalogue.stage("ledger.refund.requested") < catalogue.stage("ledger.balance.held") \
+        < catalogue.stage("ledger.refund.ordered") < catalogue.stage("ledger.refund.completed")
+
+
+def test_an_event_in_the_journey_order_must_answer_a_citizen_message():
+    def add(meta, texts):
+        meta["journey_order"].append("ledger.notification.sent")
+    assert "'journey_order' lists 'ledger.notification.sent', which answers no citizen message" in broken(add)
+
+
 def test_english_sms_must_stay_gsm7():
     def curly(meta, texts):
         texts["en"]["messages"]["refund.completed"]["sms"] += " \u2019"  # a curly apostrophe

@@ -13,6 +13,7 @@ from services.notifier.domain import (
     CaseThread,
     Contact,
     Escalation,
+    Meeting,
     Notice,
     message_id,
 )
@@ -72,10 +73,36 @@ def test_superseding_stops_only_the_pending_channels():
 
 def test_a_thread_sees_a_burst_only_within_the_window():
     thread = CaseThread("1012345672", "refund/R-1")
-    assert thread.previous_in_burst(T0, timedelta(seconds=30)) is None
-    thread.note("m1", T0)
-    assert thread.previous_in_burst(T0 + timedelta(seconds=2), timedelta(seconds=30)) == "m1"
-    assert thread.previous_in_burst(T0 + timedelta(minutes=5), timedelta(seconds=30)) is None
+    window = timedelta(seconds=30)
+    assert thread.meet(T0, 1, window) is None
+    thread.note("m1", T0, 1)
+    assert thread.meet(T0 + timedelta(seconds=2), 1, window) == Meeting("m1", supersedes=True)
+    assert thread.meet(T0 + timedelta(minutes=5), 1, window) is None
+    assert thread.meet(T0 - timedelta(minutes=5), 1, window) is None
+
+
+def test_in_a_burst_the_later_message_wins_by_time_then_by_journey_stage_whatever_arrives_first():
+    """ordered (stage 7) arrives before the held (stage 6) it followed, at the same time: held loses."""
+    thread = CaseThread("1012345672", "refund/R-1")
+    window = timedelta(seconds=30)
+    thread.note("ordered", T0, 7)
+    assert thread.meet(T0, 6, window) == Meeting("ordered", supersedes=False)
+    assert thread.meet(T0, 7, window) == Meeting("ordered", supersedes=True)  # same step again: arrival order
+    assert thread.meet(T0 - timedelta(seconds=1), 9, window) == Meeting("ordered", supersedes=False)  # earlier
+    assert thread.meet(T0 + timedelta(seconds=1), 0, window) == Meeting("ordered", supersedes=True)  # later
+    thread.note("old", T0, None)  # noted before stages were recorded: time alone decides
+    assert thread.meet(T0, 0, window) == Meeting("old", supersedes=True)
+    assert thread.meet(T0 - timedelta(seconds=1), 9, window) == Meeting("old", supersedes=False)
+
+
+def test_a_notice_superseded_before_it_was_addressed_records_it_once_and_is_never_addressed_after():
+    n = notice("refund.held")
+    assert n.supersede("refund/R-1:refund.ordered", T0) == []
+    assert n.superseded_by == "refund/R-1:refund.ordered" and n.settled
+    events = len(n.collect_events())
+    assert n.supersede("refund/R-1:refund.ordered", T0) == [] and n.collect_events() == []
+    n.undeliverable("no_contact", T0)
+    assert events == 2 and n.collect_events() == [] and n.undelivered is None
 
 
 def test_a_contact_keeps_the_newest_update_and_releases_what_waited():

@@ -205,6 +205,7 @@ class _Checker:
             self.add("limits.sms_max_segments must be a whole number")
         self.messages = self._check_messages()
         self._check_rules()
+        self._check_journey_order()
         self._check_console()
         faq_keys = self._check_faq_index()
         for code in self.languages:
@@ -249,6 +250,18 @@ class _Checker:
                 self.add(f"silent rule for {raw.get('event')!r} does not say why")
             rules.append(_Rule(raw.get("audience", "citizen"), raw["event"], When.parse(raw["when"]), None))
         self._no_overlaps(rules, lambda r: (r.audience, r.event), "answers")
+
+    def _check_journey_order(self) -> None:
+        order = _as_list(self.meta.get("journey_order"))
+        if len(set(order)) != len(order):
+            self.add("'journey_order' lists an event twice")
+        answered = {a.get("event") for m in self.messages.values() if m.get("audience") == "citizen"
+                    for a in _as_list(m.get("answers"))}
+        for event_type in sorted(answered - set(order), key=str):
+            self.add(f"{event_type!r} answers a citizen message but is not in 'journey_order'")
+        for event_type in order:
+            if event_type not in answered:
+                self.add(f"'journey_order' lists {event_type!r}, which answers no citizen message")
 
     def _no_overlaps(self, rules: list[_Rule], group: Any, what: str) -> None:
         for i, a in enumerate(rules):
@@ -458,6 +471,7 @@ class Catalogue:
             rules.setdefault((audience, raw["event"]), []).append(
                 _Rule(audience, raw["event"], When.parse(raw["when"]), None, raw["why"]))
         self._rules = MappingProxyType({k: tuple(v) for k, v in rules.items()})
+        self._stages = MappingProxyType({event_type: n for n, event_type in enumerate(meta["journey_order"])})
         console = meta["console"]
         self._console_overdue: str = console["overdue"]
         self._console = tuple(_Rule("citizen", "console", When.parse(s["when"]), s["message"])
@@ -509,6 +523,11 @@ class Catalogue:
         """The ledger event types some message answers (for one audience, or any)."""
         return frozenset(a.event for m in self.messages.values() if audience in (None, m.audience)
                          for a in m.answers)
+
+    def stage(self, event_type: str) -> int:
+        """Where this event comes in a case's journey (``journey_order``): of two messages of one case
+        with the same time, the one answering the later stage is the later message."""
+        return self._stages[event_type]
 
     # ------------------------------------------------------------------ rendering
 
