@@ -22,13 +22,18 @@ from services.kit.auth import check_secret
 from services.kit.kafka import Publisher, Record, ensure_topics
 from services.kit.pii import FieldCipher
 from services.kit.rules import load_rules
-from services.kit.runtime import create_faust_app, raw_message, record_lag
+from services.kit.runtime import create_faust_app, raw_message, record_lag, retry_forever
 from services.kit.settings import Settings
 from services.kit.web import Health, add_operational_routes
 
 log = logging.getLogger(__name__)
 
 GAUGE_INTERVAL = 15.0  # seconds between refreshes of the read-model gauges (refunds, exceptions)
+#: PostgreSQL away, as asyncpg reports it: a lost connection, and the server shutting down or starting
+#: up (57P01 admin shutdown is what a query in flight gets when the server stops; it is no
+#: PostgresConnectionError, and a projection that did not retry it lost its batch).
+DATABASE_AWAY = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                 asyncpg.exceptions.OperatorInterventionError)
 
 
 class AuditRuntime:
@@ -94,19 +99,12 @@ class AuditRuntime:
         await writer.wait_closed()
 
     async def apply(self, messages) -> int:
+        """Project one batch, retrying until it applies (never skipping it)."""
         await self.ready.wait()
         assert self.projection is not None
-        delay = 0.2
-        while True:
-            try:
-                applied = await self.projection.apply(messages)
-                self.health.set_problem("projection", None)
-                return applied
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
-                self.health.set_problem("projection", f"retrying: {error}"[:300])
-                log.warning("projection failed; retrying", extra={"error": str(error)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+        projection = self.projection
+        return await retry_forever("projection", lambda: projection.apply(messages), self.health,
+                                   transient=DATABASE_AWAY, every_error=True)
 
 
 def build_worker(settings: Settings) -> tuple[faust.App, AuditRuntime]:

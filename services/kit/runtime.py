@@ -98,16 +98,27 @@ def raw_message(event: faust.types.EventT) -> RawMessage:
                       key=message.key, value=message.value, timestamp_ms=int(message.timestamp * 1000))
 
 
-async def retry_forever(what: str, action: Callable, health: Health, stopping: asyncio.Event):
-    """Run ``action`` until it succeeds, backing off; report not-ready meanwhile."""
+async def retry_forever(what: str, action: Callable, health: Health, stopping: asyncio.Event | None = None,
+                        transient: tuple[type[BaseException], ...] = TRANSIENT, *, every_error: bool = False):
+    """Run ``action`` until it succeeds, backing off; report not-ready meanwhile.
+
+    A ``transient`` error (a dependency away) is retried; any other error is raised, unless
+    ``every_error``: then it is logged with its traceback and retried too. Applying a batch of
+    consumed records needs that: an error that escaped the agent would let Faust acknowledge the
+    batch unapplied (``take_events`` acks its buffer when the agent leaves it), and the worker would
+    go on after it, the batch lost. A batch is retried until it applies; a stuck one shows as a
+    problem on ``/readyz`` and as consumer lag. With ``stopping`` set, the error is raised."""
     delay = 0.2
     while True:
         try:
             result = await action()
-        except TRANSIENT as error:
+        except Exception as error:
+            if not every_error and not isinstance(error, transient):
+                raise
             health.set_problem(what, f"retrying: {type(error).__name__}: {error}"[:300])
-            log.warning("%s failed; retrying in %.1f s", what, delay, extra={"error": str(error)})
-            if stopping.is_set():
+            log.warning("%s failed; retrying in %.1f s", what, delay, extra={"error": str(error)},
+                        exc_info=not isinstance(error, transient))
+            if stopping is not None and stopping.is_set():
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -289,7 +300,7 @@ class LedgerRuntime(Service):
         assert self.ingress is not None and self.relay is not None
         async with self.writing:
             outcome = await retry_forever("ingress", lambda: self.executor.run(self.ingress.apply, messages),
-                                          self.health, self.stopping)
+                                          self.health, self.stopping, every_error=True)
         self.watchdog.progressed()
         if outcome.notification_ids:
             self.relay.wake()

@@ -98,6 +98,7 @@ class Settings:
     kafka_session_timeout: float = 60.0      # KAFKA_SESSION_TIMEOUT seconds
     kafka_heartbeat_interval: float = 3.0    # KAFKA_HEARTBEAT_INTERVAL seconds
     kafka_commit_interval: float = 2.8       # KAFKA_COMMIT_INTERVAL seconds between offset commits
+    kafka_request_timeout: float = 15.0      # KAFKA_REQUEST_TIMEOUT seconds a produce may wait for the broker
     # Ingress batching and the bounded executor for blocking work.
     batch_max: int = 500                     # INGRESS_BATCH_MAX messages per transaction
     batch_within: float = 0.05               # INGRESS_BATCH_WITHIN seconds to fill a batch
@@ -156,6 +157,7 @@ class Settings:
             kafka_session_timeout=_number(env, "KAFKA_SESSION_TIMEOUT", 10.0 if embedded else 60.0),
             kafka_heartbeat_interval=_number(env, "KAFKA_HEARTBEAT_INTERVAL", 1.0 if embedded else 3.0),
             kafka_commit_interval=_number(env, "KAFKA_COMMIT_INTERVAL", 2.8),
+            kafka_request_timeout=_number(env, "KAFKA_REQUEST_TIMEOUT", 15.0),
             batch_max=_number(env, "INGRESS_BATCH_MAX", 500, int),
             batch_within=_number(env, "INGRESS_BATCH_WITHIN", 0.05),
             executor_threads=_number(env, "EXECUTOR_THREADS", 4, int),

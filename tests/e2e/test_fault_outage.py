@@ -19,13 +19,10 @@ matches the ground truth of the scenario, nothing lost, nothing doubled.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import shutil
-import socket
 import tempfile
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -42,6 +39,7 @@ from tests.e2e.ground_truth import Truth, mismatches, waves
 from tests.e2e.harness import ServiceProcess, start_all, wait_for
 from tests.e2e.test_fault_crash import count, produce_in_chunks, waiting
 from tests.factories import TEST_KEYRING
+from tests.netcut import Cut
 
 pytestmark = pytest.mark.e2e
 
@@ -49,66 +47,6 @@ SEED = 3030
 EVENTS = 4000
 OUTAGE = 30.0
 SERVICES = ("payments", "visas", "refunds", "audit")
-
-
-class Cut:
-    """A TCP forwarder on 127.0.0.1:``port`` to ``target`` that can drop every connection."""
-
-    def __init__(self, port: int, target: int) -> None:
-        self.port, self.target = port, target
-        self._listener: socket.socket | None = None
-        self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-
-    def connect(self) -> Cut:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-        return self
-
-    def cut(self) -> None:
-        """Refuse new connections and drop every open one."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
-        with self._lock:
-            sockets, self._open = self._open, set()
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._open |= {client, upstream}
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def not_ready(running: dict[str, ServiceProcess]) -> set[str]:
