@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 GAUGE_INTERVAL = 15.0  # seconds between refreshes of the read-model gauges (refunds, exceptions)
 #: PostgreSQL away, as asyncpg reports it: a lost connection, and the server shutting down or starting
-#: up (57P01 admin shutdown is what a query in flight gets when the server stops; it is no
-#: PostgresConnectionError, and a projection that did not retry it lost its batch).
+#: up (57P0x: CannotConnectNowError, AdminShutdownError, which are no PostgresConnectionError). The
+#: projection retries every error; these are the expected ones, logged without a traceback.
 DATABASE_AWAY = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                  asyncpg.exceptions.OperatorInterventionError)
 
