@@ -8,9 +8,11 @@ twice events change nothing.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -64,68 +66,79 @@ async def create_schema(pool: asyncpg.Pool) -> None:
         await conn.execute(SCHEMA_SQL.read_text(encoding="utf-8"))
 
 
-Projector = Callable[[asyncpg.Connection, LedgerEvent], Awaitable[None]]
-#: A projector that stores personal values: sealed and hashed with the read model's FieldCipher.
-SealingProjector = Callable[[asyncpg.Connection, LedgerEvent, FieldCipher], Awaitable[None]]
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement a projector wants run; a batch runs them in event order."""
+
+    sql: str
+    args: tuple[Any, ...]
 
 
-async def _payment_recorded(conn: asyncpg.Connection, e: LedgerEvent, fields: FieldCipher) -> None:
+#: A projector turns one ledger event into the statements that apply it to the read model. It does
+#: no I/O: a batch builds every event's statements first (an event it cannot read fails here, alone)
+#: and then runs them in one transaction. ``fields`` seals and hashes personal values (IBANs).
+Projector = Callable[[LedgerEvent, FieldCipher], list[Statement]]
+
+
+def _payment_recorded(e: LedgerEvent, fields: FieldCipher) -> list[Statement]:
     d = e.data
-    await conn.execute(
-        "INSERT INTO audit.payments (payment_id, beneficiary_id, payer_id, payer_iban, agency, "
-        "service_code, amount, currency, channel, bank_code, third_party_payer, paid_at, recorded_at, "
-        "sadad_bill_number, payer_iban_hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) "
-        "ON CONFLICT (payment_id) DO NOTHING",
-        d["payment_id"], d["beneficiary_id"], d["payer_id"], fields.seal(d["payer_iban"]), d["agency"],
-        d["service_code"], d["amount"], d["currency"], d["channel"], bank_code(d["payer_iban"]),
-        d["third_party_payer"], parse_time(d["paid_at"]), e.recorded_at, d.get("sadad_bill_number"),
-        fields.lookup(d["payer_iban"]))
-    # the refund of this payment (a visa fee) may have been projected first: topics carry no order between them
-    await conn.execute(
-        "UPDATE audit.payments p SET refund_state = r.state, refunded_at = r.completed_at, updated_at = now() "
-        "FROM audit.refunds r WHERE p.payment_id = $1 AND r.payment_id = $1", d["payment_id"])
+    return [
+        Statement(
+            "INSERT INTO audit.payments (payment_id, beneficiary_id, payer_id, payer_iban, agency, "
+            "service_code, amount, currency, channel, bank_code, third_party_payer, paid_at, recorded_at, "
+            "sadad_bill_number, payer_iban_hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) "
+            "ON CONFLICT (payment_id) DO NOTHING",
+            (d["payment_id"], d["beneficiary_id"], d["payer_id"], fields.seal(d["payer_iban"]), d["agency"],
+             d["service_code"], d["amount"], d["currency"], d["channel"], bank_code(d["payer_iban"]),
+             d["third_party_payer"], parse_time(d["paid_at"]), e.recorded_at, d.get("sadad_bill_number"),
+             fields.lookup(d["payer_iban"]))),
+        # the refund of this payment (a visa fee) may have been projected first: topics carry no order between them
+        Statement(
+            "UPDATE audit.payments p SET refund_state = r.state, refunded_at = r.completed_at, updated_at = now() "
+            "FROM audit.refunds r WHERE p.payment_id = $1 AND r.payment_id = $1", (d["payment_id"],)),
+    ]
 
 
-async def _payment_acknowledged(conn: asyncpg.Connection, e: LedgerEvent) -> None:
-    await conn.execute(
+def _payment_acknowledged(e: LedgerEvent, fields: FieldCipher) -> list[Statement]:
+    return [Statement(
         "UPDATE audit.payments SET acknowledged_at = $2, updated_at = now() "
         "WHERE payment_id = $1 AND acknowledged_at IS NULL",
-        e.data["payment_id"], parse_time(e.data["acknowledged_at"]))
+        (e.data["payment_id"], parse_time(e.data["acknowledged_at"])))]
 
 
-async def _balance_moved(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+def _balance_moved(e: LedgerEvent, fields: FieldCipher) -> list[Statement]:
     d, b = e.data, e.data["balance"]
-    await conn.execute(
+    return [Statement(
         "INSERT INTO audit.balances AS b (beneficiary_id, agency, service_code, credited, charged, "
         "held, refunded, available, version, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) "
         "ON CONFLICT (beneficiary_id, agency, service_code) DO UPDATE SET "
         "credited = EXCLUDED.credited, charged = EXCLUDED.charged, held = EXCLUDED.held, "
         "refunded = EXCLUDED.refunded, available = EXCLUDED.available, version = EXCLUDED.version, "
         "updated_at = EXCLUDED.updated_at WHERE b.version < EXCLUDED.version",
-        d["beneficiary_id"], d["agency"], d["service_code"], b["credited"], b["charged"], b["held"],
-        b["refunded"], b["available"], d["balance_version"], e.recorded_at)
+        (d["beneficiary_id"], d["agency"], d["service_code"], b["credited"], b["charged"], b["held"],
+         b["refunded"], b["available"], d["balance_version"], e.recorded_at))]
 
 
-async def _rejected(conn: asyncpg.Connection, e: LedgerEvent, fields: FieldCipher) -> None:
+def _rejected(e: LedgerEvent, fields: FieldCipher) -> list[Statement]:
     d, o = e.data, e.data["original"]
-    await conn.execute(
+    return [Statement(
         "INSERT INTO audit.rejections (event_id, rejected_by, reason_code, reason, topic, "
         "kafka_partition, kafka_offset, original_event_id, original_source, original_type, rejected_at) "
         "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (event_id) DO NOTHING",
-        e.id, d["rejected_by"], d["reason_code"], fields.seal_ibans(d["reason"]), o["topic"], o["partition"],
-        o["offset"], d.get("event_id"), d.get("event_source"), d.get("event_type"), e.time)
+        (e.id, d["rejected_by"], d["reason_code"], fields.seal_ibans(d["reason"]), o["topic"], o["partition"],
+         o["offset"], d.get("event_id"), d.get("event_source"), d.get("event_type"), e.time))]
 
 
-async def _payment_unreflected(conn: asyncpg.Connection, e: LedgerEvent) -> None:
-    await conn.execute(
+def _payment_unreflected(e: LedgerEvent, fields: FieldCipher) -> list[Statement]:
+    return [Statement(
         "UPDATE audit.payments SET unreflected_since = $2, updated_at = now() "
-        "WHERE payment_id = $1 AND acknowledged_at IS NULL", e.data["payment_id"], parse_time(e.data["due_at"]))
+        "WHERE payment_id = $1 AND acknowledged_at IS NULL", (e.data["payment_id"], parse_time(e.data["due_at"])))]
 
 
-async def _payment_unreflected_resolved(conn: asyncpg.Connection, e: LedgerEvent) -> None:
-    await conn.execute(
+def _payment_unreflected_resolved(e: LedgerEvent, fields: FieldCipher) -> list[Statement]:
+    return [Statement(
         "UPDATE audit.payments SET unreflected_since = NULL, unreflected_resolved_at = $2, updated_at = now() "
-        "WHERE payment_id = $1", e.data["payment_id"], parse_time(e.data["acknowledged_at"]))
+        "WHERE payment_id = $1", (e.data["payment_id"], parse_time(e.data["acknowledged_at"])))]
 
 
 def visa_key(data: dict[str, Any]) -> str | None:
@@ -135,77 +148,81 @@ def visa_key(data: dict[str, Any]) -> str | None:
     return None
 
 
-async def _refund_requested(conn: asyncpg.Connection, e: LedgerEvent, fields: FieldCipher) -> None:
-    d = e.data
-    reference = d.get("reference") or {}
-    await conn.execute(
-        "INSERT INTO audit.refunds (refund_id, beneficiary_id, agency, service_code, amount, iban, bank_code, "
-        "channel, route, state, route_owner, rules_version, third_party_payer, reference, payment_id, visa_key, "
-        "requested_at, deadline, iban_hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,"
-        "$19) ON CONFLICT (refund_id) DO NOTHING",
-        d["refund_id"], d["beneficiary_id"], d["agency"], d["service_code"], d["amount"], fields.seal(d["iban"]),
-        bank_code(d["iban"]), d["channel"], d.get("route", "BANK"), d.get("state", "AWAITING_HOLD"),
-        d.get("route_owner", "BANK"), d.get("rules_version", ""), d.get("third_party_payer", False),
-        json.dumps(fields.seal_ibans(reference)), reference.get("payment_id"), visa_key(reference),
-        parse_time(d["requested_at"]), parse_time(d["deadline"]) if "deadline" in d else e.time,
-        fields.lookup(d["iban"]))
-    await conn.execute(_PAYMENT_REFUND_STATE, d["refund_id"])
-
-
-def _refund_update(sql: str, *fields: str) -> Projector:
-    """A projector that sets columns of the refund named by the event (and the refund state
-    of the payment it refunds, for a visa fee)."""
-    async def project(conn: asyncpg.Connection, e: LedgerEvent) -> None:
-        values = [parse_time(e.data[f]) if f.endswith("_at") else e.data.get(f) for f in fields]
-        await conn.execute(f"UPDATE audit.refunds SET {sql}, updated_at = now() WHERE refund_id = $1",  # noqa: S608 - sql is one of the constants below
-                           e.data["refund_id"], *values)
-        await conn.execute(_PAYMENT_REFUND_STATE, e.data["refund_id"])
-    return project
-
-
 _PAYMENT_REFUND_STATE = (
     "UPDATE audit.payments p SET refund_state = r.state, refunded_at = r.completed_at, updated_at = now() "
     "FROM audit.refunds r WHERE r.refund_id = $1 AND p.payment_id = r.payment_id")
 
 
-def _visa_upsert(columns: dict[str, str]) -> Projector:
-    """Insert the visa row if new and set ``columns`` (column -> data field) from the event."""
-    names = list(columns)
+def _refund_requested(e: LedgerEvent, fields: FieldCipher) -> list[Statement]:
+    d = e.data
+    reference = d.get("reference") or {}
+    return [
+        Statement(
+            "INSERT INTO audit.refunds (refund_id, beneficiary_id, agency, service_code, amount, iban, bank_code, "
+            "channel, route, state, route_owner, rules_version, third_party_payer, reference, payment_id, "
+            "visa_key, requested_at, deadline, iban_hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,"
+            "$15,$16,$17,$18,$19) ON CONFLICT (refund_id) DO NOTHING",
+            (d["refund_id"], d["beneficiary_id"], d["agency"], d["service_code"], d["amount"],
+             fields.seal(d["iban"]), bank_code(d["iban"]), d["channel"], d.get("route", "BANK"),
+             d.get("state", "AWAITING_HOLD"), d.get("route_owner", "BANK"), d.get("rules_version", ""),
+             d.get("third_party_payer", False), json.dumps(fields.seal_ibans(reference)),
+             reference.get("payment_id"), visa_key(reference), parse_time(d["requested_at"]),
+             parse_time(d["deadline"]) if "deadline" in d else e.time, fields.lookup(d["iban"]))),
+        Statement(_PAYMENT_REFUND_STATE, (d["refund_id"],)),
+    ]
 
-    async def project(conn: asyncpg.Connection, e: LedgerEvent) -> None:
-        d = e.data
-        values = [parse_time(d[f]) if f.endswith("_at") and d.get(f) else d.get(f) for f in columns.values()]
-        sets = ", ".join(f"{name} = COALESCE(${i + 5}, v.{name})" for i, name in enumerate(names))
-        await conn.execute(
-            f"INSERT INTO audit.visas AS v (visa_key, sponsor_id, export_number, serial_number, {', '.join(names)}) "  # noqa: S608 - constant columns
-            f"VALUES ($1, $2, $3, $4, {', '.join(f'${i + 5}' for i in range(len(names)))}) "
-            f"ON CONFLICT (visa_key) DO UPDATE SET {sets}, updated_at = now()",
-            visa_key(d), d["sponsor_id"], d["export_number"], d["serial_number"], *values)
+
+def _refund_update(sql: str, *columns: str) -> Projector:
+    """A projector that sets columns of the refund named by the event (and the refund state
+    of the payment it refunds, for a visa fee)."""
+    statement = f"UPDATE audit.refunds SET {sql}, updated_at = now() WHERE refund_id = $1"  # noqa: S608 - sql is one of the constants below
+
+    def project(e: LedgerEvent, fields: FieldCipher) -> list[Statement]:
+        values = [parse_time(e.data[f]) if f.endswith("_at") else e.data.get(f) for f in columns]
+        return [Statement(statement, (e.data["refund_id"], *values)),
+                Statement(_PAYMENT_REFUND_STATE, (e.data["refund_id"],))]
     return project
 
 
-async def _visa_status(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+def _visa_upsert(columns: dict[str, str]) -> Projector:
+    """Insert the visa row if new and set ``columns`` (column -> data field) from the event."""
+    names = list(columns)
+    sets = ", ".join(f"{name} = COALESCE(${i + 5}, v.{name})" for i, name in enumerate(names))
+    statement = (
+        f"INSERT INTO audit.visas AS v (visa_key, sponsor_id, export_number, serial_number, {', '.join(names)}) "  # noqa: S608 - constant columns
+        f"VALUES ($1, $2, $3, $4, {', '.join(f'${i + 5}' for i in range(len(names)))}) "
+        f"ON CONFLICT (visa_key) DO UPDATE SET {sets}, updated_at = now()")
+
+    def project(e: LedgerEvent, fields: FieldCipher) -> list[Statement]:
+        d = e.data
+        values = [parse_time(d[f]) if f.endswith("_at") and d.get(f) else d.get(f) for f in columns.values()]
+        return [Statement(statement, (visa_key(d), d["sponsor_id"], d["export_number"], d["serial_number"],
+                                      *values))]
+    return project
+
+
+def _visa_status(e: LedgerEvent, fields: FieldCipher) -> list[Statement]:
     d = e.data
-    await conn.execute(
+    return [Statement(
         "INSERT INTO audit.visas AS v (visa_key, sponsor_id, export_number, serial_number, status, status_changed_at) "
         "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (visa_key) DO UPDATE SET status = EXCLUDED.status, "
         "status_changed_at = EXCLUDED.status_changed_at, updated_at = now() "
         "WHERE v.status_changed_at IS NULL OR v.status_changed_at <= EXCLUDED.status_changed_at",
-        visa_key(d), d["sponsor_id"], d["export_number"], d["serial_number"], d["status"],
-        parse_time(d["changed_at"]))
+        (visa_key(d), d["sponsor_id"], d["export_number"], d["serial_number"], d["status"],
+         parse_time(d["changed_at"])))]
 
 
-async def _status_mismatch(conn: asyncpg.Connection, e: LedgerEvent) -> None:
+def _status_mismatch(e: LedgerEvent, fields: FieldCipher) -> list[Statement]:
     d = e.data
     # an upsert: ledger.refunds and ledger.visas carry no order between them, and the flag must not be
     # lost when it is projected before the visa (a rebuild, which replays visas first, would show it)
-    await conn.execute(
+    return [Statement(
         "INSERT INTO audit.visas AS v (visa_key, sponsor_id, export_number, serial_number, status, status_changed_at, "
         "status_mismatch_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (visa_key) DO UPDATE SET "
         "status_mismatch_at = EXCLUDED.status_mismatch_at, status = COALESCE(v.status, EXCLUDED.status), "
         "status_changed_at = COALESCE(v.status_changed_at, EXCLUDED.status_changed_at), updated_at = now()",
-        visa_key(d), d["sponsor_id"], d["export_number"], d["serial_number"], d["status"],
-        parse_time(d["status_changed_at"]), parse_time(d["flagged_at"]))
+        (visa_key(d), d["sponsor_id"], d["export_number"], d["serial_number"], d["status"],
+         parse_time(d["status_changed_at"]), parse_time(d["flagged_at"])))]
 
 
 VISA_ISSUED = {"visa_type": "visa_type", "payment_id": "payment_id", "fee": "fee", "issued_at": "issued_at"}
@@ -213,15 +230,11 @@ VISA_REQUESTED = {"cancellation_requested_at": "requested_at", "cancellation_cha
 VISA_ROUTED = {**VISA_ISSUED, **VISA_REQUESTED, "route": "route", "route_rule": "rule", "route_reason": "reason",
                "rules_version": "rules_version", "hours_since_issue": "hours_since_issue"}
 
-_mark_overdue = _refund_update("overdue = true, overdue_at = $2, overdue_owner = $3", "marked_at", "owner")
-
-
-async def _refund_overdue(conn: asyncpg.Connection, e: LedgerEvent) -> None:
-    await _mark_overdue(conn, e)
-    metrics.SLA_BREACHES.labels(e.data["route"], e.data["owner"]).inc()  # each overdue event is new here: once
-
 
 PROJECTORS: dict[str, Projector] = {
+    "ledger.payment.recorded": _payment_recorded,
+    "ledger.refund.requested": _refund_requested,
+    "event.rejected": _rejected,
     "ledger.visa.issued": _visa_upsert(VISA_ISSUED),
     "ledger.visa.cancellation_requested": _visa_upsert(VISA_REQUESTED),
     "ledger.visa.cancellation_accepted": _visa_upsert({"cancelled_at": "accepted_at"}),
@@ -253,21 +266,51 @@ PROJECTORS: dict[str, Projector] = {
     "ledger.refund.failed": _refund_update(
         "state = 'FAILED', failed_at = $2, bank_reference = $3, failure_reason = $4",
         "failed_at", "bank_reference", "reason"),
-    "ledger.refund.overdue": _refund_overdue,
+    "ledger.refund.overdue": _refund_update(
+        "overdue = true, overdue_at = $2, overdue_owner = $3", "marked_at", "owner"),
 }
 
-#: The event types whose rows hold an IBAN (or a raw rejected message): see services/kit/pii.py.
-SEALING_PROJECTORS: dict[str, SealingProjector] = {
-    "ledger.payment.recorded": _payment_recorded,
-    "ledger.refund.requested": _refund_requested,
-    "event.rejected": _rejected,
-}
-
-_INSERT_EVENT = (
+#: One batch's new ledger events, stored in one statement: column arrays, unnested.
+_INSERT_EVENTS = (
     "INSERT INTO audit.ledger_events (event_id, topic, type, source, origin_source, origin_id, "
     "origin_type, subject, beneficiary_id, payment_id, refund_id, visa_key, occurred_at, recorded_at, data) "
-    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) ON CONFLICT (event_id) DO NOTHING "
-    "RETURNING event_id")
+    "SELECT e.event_id, e.topic, e.type, e.source, e.origin_source, e.origin_id, e.origin_type, e.subject, "
+    "e.beneficiary_id, e.payment_id, e.refund_id, e.visa_key, e.occurred_at, e.recorded_at, e.data::jsonb "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
+    "$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[], "
+    "$15::text[]) AS e(event_id, topic, type, source, origin_source, origin_id, origin_type, subject, "
+    "beneficiary_id, payment_id, refund_id, visa_key, occurred_at, recorded_at, data) "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+_INSERT_ERROR = (
+    "INSERT INTO audit.projection_errors (topic, kafka_partition, kafka_offset, error, raw) "
+    "VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING")
+#: What one event can fail with: unreadable or incomplete (building its statements), or refused by the
+#: read model's types and constraints (running them). Kept in ``projection_errors``; the batch goes on.
+PROJECTION_FAILURES = (UnreadableEvent, KeyError, TypeError, ValueError, asyncpg.DataError,
+                       asyncpg.IntegrityConstraintViolationError)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One ledger message, ready to apply: its ``ledger_events`` row and its projector's statements."""
+
+    message: RawMessage
+    topic: str
+    event: LedgerEvent
+    row: tuple[Any, ...]
+    statements: list[Statement]
+
+
+@dataclass(frozen=True)
+class _Failed:
+    message: RawMessage
+    topic: str
+    error: Exception
+
+
+class _StatementFailed(Exception):
+    """A statement of a set-based batch was refused; the batch is redone one event at a time."""
+
 
 
 class Projection:
@@ -284,26 +327,96 @@ class Projection:
     async def apply(self, messages: Sequence[RawMessage]) -> int:
         """Apply a batch in one transaction; return how many events were new.
 
-        Each message gets a savepoint: one that cannot be projected is kept in
-        ``projection_errors`` and the rest of the batch still applies.
+        Set-based: every event's statements are built first (an event that cannot be read, or lacks a
+        field, fails there alone), the batch's events are stored in ``ledger_events`` with one
+        statement (the ones already there are skipped: redelivered, or twice in the batch), and the new
+        events' statements run in event order, each run of the same statement as one ``executemany``:
+        a few round trips per batch instead of four or five per event. If the read model refuses a
+        statement (a type or a constraint), the batch is rolled back and applied again one event at a
+        time, each in a savepoint, so only the refused event goes to ``projection_errors``. Metrics
+        count what committed, once.
         """
-        applied = 0
+        prepared, failed = self._prepare(messages)
+        try:
+            new = await self._apply_set(prepared, failed)
+        except _StatementFailed:
+            new = await self._apply_each(prepared, failed)
+        _count(new)
+        return len(new)
+
+    def _prepare(self, messages: Sequence[RawMessage]) -> tuple[list[_Prepared], list[_Failed]]:
+        prepared: list[_Prepared] = []
+        failed: list[_Failed] = []
+        ids: set[str] = set()
+        for message in messages:
+            topic = self.logical(message.topic)
+            try:
+                event = read(message, topic)
+                projector = PROJECTORS.get(event.type)
+                item = _Prepared(message, topic, event, self._row(event, topic),
+                                 projector(event, self.fields) if projector is not None else [])
+            except (UnreadableEvent, KeyError, TypeError, ValueError, AttributeError) as error:
+                failed.append(_Failed(message, topic, error))
+                continue
+            if event.id not in ids:  # twice in one batch: the first copy applies
+                ids.add(event.id)
+                prepared.append(item)
+        return prepared, failed
+
+    def _row(self, event: LedgerEvent, topic: str) -> tuple[Any, ...]:
+        """The event's ``ledger_events`` row (the columns of ``_INSERT_EVENTS``)."""
+        origin = event.data.get("origin") or {}
+        # jsonb cannot hold NUL characters; a rejected message may contain them.
+        data = json.dumps(self._stored_data(event), ensure_ascii=False).replace("\\u0000", "\\ufffd")
+        return (event.id, topic, event.type, event.source, origin.get("source"), origin.get("id"),
+                origin.get("type"), event.subject, event.data.get("beneficiary_id"), event.data.get("payment_id"),
+                event.data.get("refund_id"), visa_key(event.data), event.time, event.recorded_at, data)
+
+    async def _apply_set(self, prepared: list[_Prepared], failed: list[_Failed]) -> list[_Prepared]:
         async with self.pool.acquire() as conn, conn.transaction():
-            for message in messages:
-                topic = self.logical(message.topic)
+            await self._keep_errors(conn, failed)
+            if not prepared:
+                return []
+            try:
+                columns = zip(*(p.row for p in prepared), strict=True)
+                stored = await conn.fetch(_INSERT_EVENTS, *(list(column) for column in columns))
+                inserted = {row["event_id"] for row in stored}
+                new = [p for p in prepared if p.event.id in inserted]
+                for sql, run in itertools.groupby((s for p in new for s in p.statements), key=lambda s: s.sql):
+                    args = [s.args for s in run]
+                    if len(args) == 1:
+                        await conn.execute(sql, *args[0])
+                    else:
+                        await conn.executemany(sql, args)
+            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as error:
+                raise _StatementFailed from error  # rolls the batch back
+            return new
+
+    async def _apply_each(self, prepared: list[_Prepared], failed: list[_Failed]) -> list[_Prepared]:
+        new: list[_Prepared] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._keep_errors(conn, failed)
+            for p in prepared:
                 try:
                     async with conn.transaction():
-                        applied += await self._apply_one(conn, message, topic)
-                except (UnreadableEvent, KeyError, TypeError, ValueError, asyncpg.DataError) as error:
-                    log.error("ledger message not projected: %s", error,
-                              extra={"topic": topic, "offset": message.offset})
-                    await conn.execute(
-                        "INSERT INTO audit.projection_errors (topic, kafka_partition, kafka_offset, error, raw) "
-                        "VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING",
-                        topic, message.partition, message.offset,
-                        self.fields.seal_ibans(f"{type(error).__name__}: {error}"[:1000]),
-                        self.fields.seal_bytes(message.value))
-        return applied
+                        if not await conn.fetch(_INSERT_EVENTS, *([value] for value in p.row)):
+                            continue  # already projected
+                        for s in p.statements:
+                            await conn.execute(s.sql, *s.args)
+                except PROJECTION_FAILURES as error:
+                    await self._keep_errors(conn, [_Failed(p.message, p.topic, error)])
+                else:
+                    new.append(p)
+        return new
+
+    async def _keep_errors(self, conn: asyncpg.Connection, failed: list[_Failed]) -> None:
+        for f in failed:
+            log.error("ledger message not projected: %s", f.error, extra={"topic": f.topic, "offset": f.message.offset})
+        if failed:
+            await conn.executemany(_INSERT_ERROR, [
+                (f.topic, f.message.partition, f.message.offset,
+                 self.fields.seal_ibans(f"{type(f.error).__name__}: {f.error}"[:1000]),
+                 self.fields.seal_bytes(f.message.value)) for f in failed])
 
     def _stored_data(self, event: LedgerEvent) -> dict[str, Any]:
         """The event's data as ``ledger_events`` keeps it: with a key, every IBAN-holding string sealed,
@@ -315,25 +428,14 @@ class Projection:
                                 for k, v in original.items()}
         return data
 
-    async def _apply_one(self, conn: asyncpg.Connection, message: RawMessage, topic: str) -> int:
-        event = read(message, topic)
-        origin = event.data.get("origin") or {}
-        # jsonb cannot hold NUL characters; a rejected message may contain them.
-        data = json.dumps(self._stored_data(event), ensure_ascii=False).replace("\\u0000", "\\ufffd")
-        inserted = await conn.fetchval(
-            _INSERT_EVENT, event.id, topic, event.type, event.source, origin.get("source"),
-            origin.get("id"), origin.get("type"), event.subject, event.data.get("beneficiary_id"),
-            event.data.get("payment_id"), event.data.get("refund_id"), visa_key(event.data),
-            event.time, event.recorded_at, data)
-        if inserted is None:
-            return 0  # already projected
-        projector = PROJECTORS.get(event.type)
-        if projector is not None:
-            await projector(conn, event)
-        elif (sealing := SEALING_PROJECTORS.get(event.type)) is not None:
-            await sealing(conn, event, self.fields)
-        metrics.PROJECTION_APPLIED.labels(topic, event.type).inc()
-        return 1
+
+def _count(new: Sequence[_Prepared]) -> None:
+    """Metrics of a committed batch: events applied, and SLA breaches (each overdue event is new: once)."""
+    for (topic, event_type), n in collections.Counter((p.topic, p.event.type) for p in new).items():
+        metrics.PROJECTION_APPLIED.labels(topic, event_type).inc(n)
+    for p in new:
+        if p.event.type == "ledger.refund.overdue":
+            metrics.SLA_BREACHES.labels(p.event.data["route"], p.event.data["owner"]).inc()
 
 
 async def read_model_gauges(pool: asyncpg.Pool) -> None:

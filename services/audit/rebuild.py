@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from services.audit.projections import FOLLOWED_TOPICS, Projection, UnreadableEvent, create_schema
+from services.audit.projections import FOLLOWED_TOPICS, Projection, create_schema
 from services.kit.envelope import RawMessage
 from services.kit.outbox import OutboxRelay
 from services.kit.pii import FieldCipher
@@ -73,20 +73,6 @@ class _Reader:
         self.app.close()
 
 
-async def apply_batch(projection: Projection, messages: Sequence[RawMessage]) -> int:
-    """One transaction for the batch without a savepoint per message (the replayed events were
-    projected live before, so a bad one is rare); if one fails, the batch is rolled back and
-    applied the ordinary way, which keeps the bad message in ``projection_errors``."""
-    try:
-        async with projection.pool.acquire() as conn, conn.transaction():
-            applied = 0
-            for message in messages:
-                applied += await projection._apply_one(conn, message, projection.logical(message.topic))
-            return applied
-    except (UnreadableEvent, KeyError, TypeError, ValueError, asyncpg.DataError):
-        return await projection.apply(messages)
-
-
 async def rebuild(settings: Settings, pool: asyncpg.Pool, *, services: Sequence[str] = REPLAY_ORDER,
                   batch: int = 2000) -> RebuildReport:
     """Replay every service's event store (``settings.database_url``) into the audit schema of
@@ -112,7 +98,7 @@ async def rebuild(settings: Settings, pool: asyncpg.Pool, *, services: Sequence[
                 counts["notifications"] += n
                 counts["published"] += len(messages)
                 if messages:
-                    counts["applied"] += await apply_batch(projection, messages)
+                    counts["applied"] += await projection.apply(messages)
         finally:
             await asyncio.to_thread(reader.close)
         counts["seconds"] = round(time.perf_counter() - service_started, 2)
