@@ -21,10 +21,12 @@ from typing import Annotated, Any
 import anyio
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.audit.api import Pool, local, require
+from services.audit.export import Export
 from services.audit.refunds_api import keyset_page
 from services.kit import metrics
 from services.kit.auth import InvalidToken, Principal, verify_token
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 ADMIN = frozenset({"admin"})
 CLOSED_EARLY = 499  # the status recorded for an export the client broke off (rows: as many as had left)
 READ_ROLES = ADMIN  # who may read this module's routes
+_NOT_RECORDED = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)  # how a failed insert fails
 _INSERT = ("INSERT INTO audit.access_log (subject, role, method, path, filters, status, rows) "
            "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, at")
 
@@ -72,86 +75,147 @@ def _looked_at(request: Request, fields: FieldCipher) -> tuple[str, str]:
 def add_access_audit(api: FastAPI, pool_of: Callable[[], asyncpg.Pool | None], secret: str,
                      fields: FieldCipher = CLEAR) -> None:
     """Record every ``/api/v1`` request before its response is sent."""
+    api.add_middleware(AccessAudit, pool_of=pool_of, secret=secret, fields=fields)
 
-    @api.middleware("http")
-    async def record_access(request: Request, call_next):
+
+class ExportNotRecorded(Exception):
+    """Raised when a finished export cannot be recorded: its stream is broken off before its last chunk."""
+
+
+class AccessAudit:
+    """The access audit as plain ASGI middleware: a normal answer is held back whole until its record is
+    written; an export streams as it comes, only its last chunk held back."""
+
+    def __init__(self, app: ASGIApp, pool_of: Callable[[], asyncpg.Pool | None], secret: str,
+                 fields: FieldCipher) -> None:
+        self.app = app
+        self.pool_of = pool_of
+        self.secret = secret
+        self.fields = fields
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
         if not request.url.path.startswith("/api/v1/"):
-            return await call_next(request)
-        response = await call_next(request)
-        export = getattr(request.state, "export", None)
-        if export is not None and response.status_code == 200:
-            return await _recorded_stream(pool_of, secret, request, response, export, fields)
-        body = b"".join([chunk async for chunk in response.body_iterator])
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = None
-        caller = _caller(request, secret)
-        pool = pool_of()
-        if pool is None and response.status_code < 500:
-            return JSONResponse({"detail": "the access log is not connected yet"}, status_code=503)
-        if pool is not None:
+            await self.app(scope, receive, send)
+            return
+        await _Exchange(self, request, send).run()
+
+    async def record(self, pool: asyncpg.Pool | None, request: Request, status: int, rows: int) -> None:
+        """Write one access record; raises one of ``_NOT_RECORDED`` when it cannot be written."""
+        if pool is None:
+            raise OSError("the access log is not connected")
+        caller = _caller(request, self.secret)
+        async with pool.acquire() as conn:
+            await conn.execute(
+                _INSERT, caller.subject if caller else None, caller.role if caller else None,
+                request.method, *_looked_at(request, self.fields), status, rows)
+        metrics.ACCESS_AUDIT_RECORDS.inc()
+
+
+class _Exchange:
+    """One recorded request's answer on its way out (the app's messages pass through ``send``)."""
+
+    def __init__(self, audit: AccessAudit, request: Request, send: Send) -> None:
+        self.audit = audit
+        self.request = request
+        self.send_on = send
+        self.start: Message = {}
+        self.body: list[bytes] = []       # a normal answer's body, until it is complete
+        self.export: Export | None = None  # an export's row count, once its stream has started
+        self.held = b""                   # an export's latest chunk: it leaves when the next one comes
+        self.finished = False             # an export's stream came to its end
+        self.stopped = anyio.CancelScope()  # cancelled once an export is refused: the app stops streaming it
+
+    async def run(self) -> None:
+        with self.stopped:
             try:
-                async with pool.acquire() as conn:
-                    await conn.execute(
-                        _INSERT, caller.subject if caller else None, caller.role if caller else None,
-                        request.method, *_looked_at(request, fields),
-                        response.status_code, rows_in(parsed) if response.status_code < 300 else 0)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await self.audit.app(self.request.scope, self.request.receive, self.send)
+            finally:
+                if self.export is not None and not self.finished:  # the client went away or the stream failed
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await self.audit.record(self.audit.pool_of(), self.request, CLOSED_EARLY,
+                                                    self.export.rows)
+                        except _NOT_RECORDED:
+                            log.exception("a broken-off export was not recorded")
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await self._started(message)
+        elif message["type"] != "http.response.body":
+            await self.send_on(message)  # none is used under /api/v1
+        elif self.stopped.cancel_called:
+            return  # a refused export's chunks, until the app stops
+        elif self.export is not None:
+            await self._stream(self.export, message)
+        else:
+            self.body.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                await self._answer(b"".join(self.body))
+
+    async def _started(self, message: Message) -> None:
+        self.start = message
+        export = getattr(self.request.state, "export", None)  # set by the route: services/audit/export.py
+        if export is None or message["status"] != 200:
+            return  # held back with the body
+        if self.audit.pool_of() is None:
+            await self._refuse("the access log is not connected yet")
+            self.stopped.cancel()
+            return
+        self.export = export
+        await self.send_on(message)
+
+    async def _answer(self, body: bytes) -> None:
+        """A normal answer, complete: recorded, then sent as it came (its headers, content-length too, hold)."""
+        status = self.start["status"]
+        pool = self.audit.pool_of()
+        if pool is None:
+            if status < 500:
+                await self._refuse("the access log is not connected yet")
+                return
+        else:
+            try:
+                await self.audit.record(pool, self.request, status, _rows_of(body) if status < 300 else 0)
+            except _NOT_RECORDED:
                 log.exception("access not recorded")
-                if response.status_code < 500:  # data is never served unrecorded
-                    return JSONResponse({"detail": "the access log is not available; try again"}, status_code=503)
-            else:
-                metrics.ACCESS_AUDIT_RECORDS.inc()
-        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-        return Response(body, status_code=response.status_code, headers=headers, media_type=response.media_type)
+                if status < 500:  # data is never served unrecorded
+                    await self._refuse("the access log is not available; try again")
+                    return
+        await self.send_on(self.start)
+        await self.send_on({"type": "http.response.body", "body": body, "more_body": False})
 
-
-async def _record(pool_of: Callable[[], asyncpg.Pool | None], request: Request, caller: Principal | None, status: int,
-                  rows: int, fields: FieldCipher) -> None:
-    pool = pool_of()
-    if pool is None:
-        raise OSError("the access log is not connected")
-    async with pool.acquire() as conn:
-        await conn.execute(
-            _INSERT, caller.subject if caller else None, caller.role if caller else None,
-            request.method, *_looked_at(request, fields), status, rows)
-    metrics.ACCESS_AUDIT_RECORDS.inc()
-
-
-async def _recorded_stream(pool_of: Callable[[], asyncpg.Pool | None], secret: str, request: Request,
-                           response: Response, export: Any, fields: FieldCipher) -> Response:
-    """Pass an export's chunks through as they come; record it (with its rows) before the last one."""
-    if pool_of() is None:
-        return JSONResponse({"detail": "the access log is not connected yet"}, status_code=503)
-    caller = _caller(request, secret)
-
-    async def chunks():
-        held: bytes | None = None
-        finished = False
+    async def _stream(self, export: Export, message: Message) -> None:
+        """Pass an export's chunks on as they come; its last one waits until the export is recorded."""
+        chunk = message.get("body", b"")
+        if chunk:
+            if self.held:
+                await self.send_on({"type": "http.response.body", "body": self.held, "more_body": True})
+            self.held = chunk
+        if message.get("more_body", False):
+            return
+        self.finished = True
         try:
-            async for chunk in response.body_iterator:
-                if held is not None:
-                    yield held
-                held = chunk if isinstance(chunk, bytes) else chunk.encode()
-            finished = True
-        finally:
-            if not finished:  # the client went away (or the stream failed): what left is still recorded
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await _record(pool_of, request, caller, CLOSED_EARLY, export.rows, fields)
-                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                        log.exception("a broken-off export was not recorded")
-        try:
-            await _record(pool_of, request, caller, response.status_code, export.rows, fields)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self.audit.record(self.audit.pool_of(), self.request, self.start["status"], export.rows)
+        except _NOT_RECORDED as error:
             log.exception("export not recorded; its stream is broken off")
-            raise
-        if held is not None:
-            yield held
+            raise ExportNotRecorded(self.request.url.path) from error
+        await self.send_on({"type": "http.response.body", "body": self.held, "more_body": False})
 
-    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-    return StreamingResponse(chunks(), status_code=response.status_code, headers=headers)
+    async def _refuse(self, detail: str) -> None:
+        """Answer 503 instead: what the app answered was not recorded, so it is not served."""
+        await JSONResponse({"detail": detail}, status_code=503)(self.request.scope, self.request.receive,
+                                                                self.send_on)
+
+
+def _rows_of(body: bytes) -> int:
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        parsed = None
+    return rows_in(parsed)
 
 
 def _record_id(key: str) -> int:

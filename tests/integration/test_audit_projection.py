@@ -89,7 +89,8 @@ async def test_bad_messages_are_kept_apart_and_the_rest_of_their_batch_applies(p
         {**payment, "id": "refused:1", "data": {**payment["data"], "payment_id": "PAY-ZERO", "amount": 0}}).encode(), 3)
     # a value the column type refuses: an amount beyond bigint
     too_big = message("ledger.payments", json.dumps(
-        {**payment, "id": "too-big:1", "data": {**payment["data"], "payment_id": "PAY-BIG", "amount": 2**70}}).encode(), 4)
+        {**payment, "id": "too-big:1", "data": {**payment["data"], "payment_id": "PAY-BIG", "amount": 2**70}}
+    ).encode(), 4)
 
     batch = [good[0], unreadable, good[1], incomplete, refused, *good[2:4], too_big, *good[4:]]
     assert await Projection(pool).apply(batch) == len(good)
