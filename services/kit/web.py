@@ -11,9 +11,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.kit import metrics
 
@@ -84,20 +85,35 @@ def add_operational_routes(api: FastAPI, health: Health) -> None:
 
 def add_request_metrics(api: FastAPI) -> None:
     """Count and time every request by its route template (never by raw path)."""
+    api.add_middleware(RequestMetrics)
 
-    @api.middleware("http")
-    async def measure(request: Request, call_next):
+
+class RequestMetrics:
+    """Plain ASGI middleware: a request is counted once its answer has left (a stream: its last chunk), with
+    the status it was answered with; a request that failed before answering counts as 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500
+
+        async def measured(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, measured)
         finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            metrics.HTTP_REQUESTS.labels(template, request.method, str(status)).inc()
-            metrics.HTTP_LATENCY.labels(template, request.method).observe(time.perf_counter() - started)
+            template = getattr(scope.get("route"), "path", "unmatched")  # the router puts the route in scope
+            metrics.HTTP_REQUESTS.labels(template, scope["method"], str(status)).inc()
+            metrics.HTTP_LATENCY.labels(template, scope["method"]).observe(time.perf_counter() - started)
 
 
 def operational_app(service: str, health: Health) -> FastAPI:
