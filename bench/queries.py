@@ -54,13 +54,15 @@ def _rows(start: int, stop: int, base: datetime):
         state = STATES[i % len(STATES)]
         payment_id, refund_id = f"PAY-B-{i:09d}", f"RR-PAY-B-{i:09d}"
         completed = requested + timedelta(hours=30) if state == "COMPLETED" else None
+        failed = requested + timedelta(hours=30) if state == "FAILED" else None  # the bank returned it
         payments.append((payment_id, who, who, account, "JAWAZAT", "PASSPORT_ISSUE", 30000, "SAR", "SADAD_ONLINE",
                          "80", False, paid, paid, paid + timedelta(seconds=30),
                          state if state == "COMPLETED" else "NONE", completed, paid))
         refunds.append((refund_id, who, "JAWAZAT", "PASSPORT_ISSUE", 20000, account, "80", "BANK", "BANK", state,
                         "BANK", "2026.1", False, json.dumps({"payment_id": payment_id}), payment_id, requested,
                         requested + timedelta(days=5), requested + timedelta(minutes=1), completed,
-                        f"80-{i:09d}" if completed else None, True if completed else None, 3, requested))
+                        f"80-{i:09d}" if completed or failed else None, True if completed else None, 3, requested,
+                        failed, "ACCOUNT_CLOSED" if failed else None))
         for n, (kind, at, key) in enumerate((("ledger.payment.recorded", paid, None),
                                              ("ledger.refund.requested", requested, refund_id),
                                              ("ledger.refund.ordered", requested + timedelta(minutes=1), refund_id))):
@@ -76,7 +78,7 @@ PAYMENT_COLUMNS = ["payment_id", "beneficiary_id", "payer_id", "payer_iban", "ag
 REFUND_COLUMNS = ["refund_id", "beneficiary_id", "agency", "service_code", "amount", "iban", "bank_code", "channel",
                   "route", "state", "route_owner", "rules_version", "third_party_payer", "reference", "payment_id",
                   "requested_at", "deadline", "ordered_at", "completed_at", "bank_reference", "completed_on_time",
-                  "version", "updated_at"]
+                  "version", "updated_at", "failed_at", "failure_reason"]
 EVENT_COLUMNS = ["event_id", "topic", "type", "source", "origin_source", "origin_id", "origin_type", "subject",
                  "beneficiary_id", "payment_id", "refund_id", "visa_key", "occurred_at", "recorded_at", "data"]
 LOADED = {"payments": PAYMENT_COLUMNS, "refunds": REFUND_COLUMNS, "ledger_events": EVENT_COLUMNS}

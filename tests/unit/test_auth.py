@@ -1,7 +1,8 @@
 """Audit API bearer tokens: what verifies, and every way a token or secret is refused.
 
-``issue_token`` takes an explicit ``now``; ``verify_token`` reads the real clock,
-so expiry is proved with a token issued at a fixed time long enough ago. No sleeping.
+``issue_token`` takes an explicit ``now``; ``verify_token`` reads the real clock unless given one,
+so expiry is proved with a token issued at a fixed time long enough ago, or checked at a later
+``now``. No sleeping.
 """
 
 import base64
@@ -51,6 +52,29 @@ def test_rejects_an_expired_token():
     token = issue_token(SECRET, "auditor", "mof-auditor-17", 8 * 3600, now=issued_at)
     with pytest.raises(InvalidToken, match="expired"):
         verify_token(SECRET, token)
+
+
+def test_a_token_verified_before_still_expires():
+    # the signature is checked once per token; its expiry at every request
+    issued_at = datetime.now(timezone.utc)
+    token = issue_token(SECRET, "agent", "cc-agent-4", 600, now=issued_at)
+    assert verify_token(SECRET, token).subject == "cc-agent-4"
+    assert verify_token(SECRET, token, now=issued_at + timedelta(minutes=9)).subject == "cc-agent-4"
+
+    with pytest.raises(InvalidToken, match="expired"):
+        verify_token(SECRET, token, now=issued_at + timedelta(minutes=10))
+
+
+def test_a_token_verified_with_one_secret_is_refused_under_another():
+    token = issue_token(SECRET, "admin", "mof-auditor-17", 3600)
+    assert verify_token(SECRET, token).role == "admin"
+    with pytest.raises(InvalidToken, match="Signature verification failed"):
+        verify_token(OTHER_SECRET, token)
+
+
+def test_rejects_a_correctly_signed_token_whose_expiry_is_not_a_number():
+    with pytest.raises(InvalidToken, match="exp"):
+        verify_token(SECRET, hs256(valid_claims(exp="tomorrow"), SECRET))
 
 
 def test_rejects_a_token_signed_with_another_secret():
