@@ -8,6 +8,7 @@ has only a quick result is shown from it, marked "quick".
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,17 @@ def bottlenecks(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _same_run(doc: dict[str, Any], latest: dict[str, Any]) -> bool:
+    """Same commit, and started within a full run's length (3 hours) of the latest result."""
+    def commit(d: dict[str, Any]) -> str | None:
+        return d.get("machine", {}).get("git", {}).get("commit")
+    try:
+        apart = datetime.fromisoformat(latest["date"]) - datetime.fromisoformat(doc["date"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return commit(doc) == commit(latest) and apart <= timedelta(hours=3)
+
+
 def render(results: dict[str, dict[str, Any]]) -> str:
     if not results:
         return "No results yet: run `make bench`."
@@ -132,6 +144,11 @@ def render(results: dict[str, dict[str, Any]]) -> str:
               f"Python {machine.get('python', '?')}, commit `{(git.get('commit') or '?')[:10]}`"
               f"{' (with uncommitted changes)' if git.get('dirty') else ''}; load average at start "
               f"{', '.join(str(x) for x in machine.get('load_avg_at_start', []))}.")
+    earlier = [f"{name} {d.get('date', '?')} (`{(d.get('machine', {}).get('git', {}).get('commit') or '?')[:10]}`)"
+               for name, d in sorted(results.items())
+               if not _same_run(d, latest)]
+    if earlier:  # a benchmark run alone (``--only``) leaves the others' rows from their own run
+        header += " Rows from other runs: " + ", ".join(earlier) + "."
     table = ["| benchmark | refund-ledger | raw limit, same run | ratio | target | met |",
              "| --- | --- | --- | --- | --- | --- |"]
     table += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows(results)]

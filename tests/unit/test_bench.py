@@ -85,6 +85,20 @@ def test_render_shows_numbers_targets_and_gaps(tmp_path) -> None:
     assert "(quick)" not in table
 
 
+def test_a_benchmark_run_alone_names_the_runs_the_other_rows_come_from(tmp_path) -> None:
+    _results(tmp_path)  # ingest, freshness, queries at 12:00, commit 0123456789
+    assert "Rows from other runs" not in render(load_results(tmp_path))
+    later = {"cores": 2, "ram_gb": 23.5, "cpu": "AMD EPYC", "python": "3.11.7", "load_avg_at_start": [0.5],
+             "git": {"commit": "fedcba9876543210", "dirty": False}}
+    write_result("queries", {"error": "RuntimeError: audit API not up", "met": False}, quick=False,
+                 machine=later, results_dir=tmp_path, now=datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc))
+
+    header = render(load_results(tmp_path)).splitlines()[0]
+    assert header.startswith("Latest run: 2026-11-27T09:00:00+00:00 (full)") and "commit `fedcba9876`" in header
+    assert header.endswith("Rows from other runs: freshness 2026-11-25T12:00:00+00:00 (`0123456789`), "
+                           "ingest 2026-11-25T12:00:00+00:00 (`0123456789`).")
+
+
 def test_quick_results_are_used_only_without_full_ones(tmp_path) -> None:
     _results(tmp_path, mode="quick")
     assert "*(quick)*" in render(load_results(tmp_path))
