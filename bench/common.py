@@ -239,6 +239,37 @@ class Services:
         return totals
 
 
+def tree_cpu_seconds(pid: int | None) -> float:
+    """CPU (user + system) a process and its descendants have used so far, ended ones included
+    (PostgreSQL's backends come and go; their time is in the postmaster's ``children_*``)."""
+    import psutil
+
+    if pid is None:
+        return 0.0
+    try:
+        proc = psutil.Process(pid)
+        times = proc.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                times = child.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+    except psutil.Error:
+        return 0.0
+    return total
+
+
+def infrastructure_cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds so far of what serves the services: PostgreSQL, Tansu, and this process (its
+    threads: the metrics polling, RSS sampling; not the py-spy children it starts)."""
+    import psutil
+
+    own = psutil.Process().cpu_times()
+    return {"postgres": tree_cpu_seconds(stack.postgres.pid if stack.postgres else None),
+            "tansu": tree_cpu_seconds(stack.kafka.pid if stack.kafka else None),
+            "bench": own.user + own.system}
+
+
 class RssSampler:
     """Samples the resident memory of processes every ``interval`` seconds in a thread."""
 

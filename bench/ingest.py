@@ -16,6 +16,7 @@ profiled with py-spy for a short window.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from typing import Any
@@ -26,6 +27,7 @@ from bench.common import (
     Services,
     Stack,
     describe,
+    infrastructure_cpu,
     log,
     produce,
     profile,
@@ -74,7 +76,7 @@ def bench(stack: Stack, quick: bool, ctx: dict[str, Any]) -> dict[str, Any]:
 
     services = Services(stack, database_url, prefix)
     try:
-        project = drain(services, counts, size)
+        project = drain(services, counts, size, stack)
     finally:
         services.stop()
     pipeline_rate = project["events_per_s"]
@@ -99,11 +101,13 @@ def bench(stack: Stack, quick: bool, ctx: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def drain(services: Services, counts: dict[str, int], size: dict[str, Any]) -> dict[str, Any]:
+def drain(services: Services, counts: dict[str, int], size: dict[str, Any], stack: Stack) -> dict[str, Any]:
     """Start the services on the backlog and follow their counters until the pipeline is quiet."""
     import psutil
 
     n = sum(counts.values())
+    infrastructure_before: dict[str, float] | None = None  # from the first message consumed
+    cpu_at_first: dict[str, float] = {}
     services_started = time.monotonic()
     for process in services.processes.values():
         process.start()
@@ -134,8 +138,11 @@ def drain(services: Services, counts: dict[str, int], size: dict[str, Any]) -> d
                 if state != previous.get(name):
                     previous[name] = state
                     last_change[name] = now
-                    if state[0] and name not in first:
+                    if (state[0] or state[1]) and name not in first:  # consumed, or (audit) projected
                         first[name] = now
+                        cpu_at_first[name] = _cpu_seconds(cpu[name])  # its start-up (imports, joins) left out
+                        if infrastructure_before is None:
+                            infrastructure_before = infrastructure_cpu(stack)
             # each partner topic has one consuming service
             partner_done = sum(max(m.get(f"{CONSUMED}|{services_prefix(services)}{t}", 0) for m in latest.values())
                                for t in counts) if latest else 0
@@ -161,7 +168,7 @@ def drain(services: Services, counts: dict[str, int], size: dict[str, Any]) -> d
         m = latest.get(name, {})
         busy = last_change[name] - first.get(name, start)
         consumed = m.get(CONSUMED, 0)
-        cpu_seconds = sum(cpu[name].cpu_times()[:2])
+        cpu_seconds = _cpu_seconds(cpu[name]) - cpu_at_first.get(name, 0.0)
         per_service[name] = {
             "consumed": int(consumed), "applied": int(m.get("refund_ledger_events_applied_total", 0)),
             "rejected": int(m.get("refund_ledger_events_rejected_total", 0)),
@@ -174,6 +181,10 @@ def drain(services: Services, counts: dict[str, int], size: dict[str, Any]) -> d
             "batch_mean_size": _mean(m, "refund_ledger_batch_size_messages"),
             "batch_mean_ms": _mean(m, "refund_ledger_batch_processing_seconds", 1000),
         }
+    before = infrastructure_before or {}
+    infrastructure = {name: {"cpu_seconds": round(spent - before.get(name, 0.0), 1),
+                             "cpu_ms_per_partner_event": round(1000 * (spent - before.get(name, 0.0)) / n, 3)}
+                      for name, spent in infrastructure_cpu(stack).items()}
     projected = per_service["audit"]["projected"] or 0
     final_rss = sampler.samples[-1][1] if sampler.samples else {}
     return {
@@ -183,10 +194,28 @@ def drain(services: Services, counts: dict[str, int], size: dict[str, Any]) -> d
         "audit_projected": projected,
         "audit_projected_per_s": round(projected / seconds, 1) if seconds > 0 else None,
         "services": per_service,
+        "infrastructure": infrastructure,
+        "cpu": cpu_budget(per_service, infrastructure, seconds),
         "profile": profiles,
         "rss_marks": sampler.marks,
         "rss_final": final_rss,
     }
+
+
+def cpu_budget(per_service: dict[str, dict[str, Any]], infrastructure: dict[str, dict[str, Any]],
+               seconds: float, cores: int | None = None) -> dict[str, Any]:
+    """CPU per partner event summed over every process of the pipeline, and the rate this machine's
+    cores allow at that cost: a pipeline near that rate is CPU-bound, not waiting on round trips."""
+    cores = cores or os.cpu_count() or 1
+    services = sum(s["cpu_ms_per_partner_event"] for s in per_service.values())
+    others = sum(s["cpu_ms_per_partner_event"] for s in infrastructure.values())
+    total = services + others
+    used = sum(s["cpu_seconds"] for s in (*per_service.values(), *infrastructure.values()))
+    return {"ms_per_partner_event": {"services": round(services, 3), "infrastructure": round(others, 3),
+                                     "total": round(total, 3)},
+            "cores": cores,
+            "cores_busy": round(used / seconds, 2) if seconds > 0 else None,
+            "events_per_s_at_full_use": round(1000 * cores / total, 1) if total else None}
 
 
 def services_prefix(services: Services) -> str:
@@ -221,6 +250,16 @@ def _profile_busiest(cpu: dict, seconds: float, out: dict[str, Any], how_many: i
         thread.start()
     for thread in threads:
         thread.join(seconds + 90)
+
+
+def _cpu_seconds(proc) -> float:
+    import psutil
+
+    try:
+        times = proc.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
 
 
 def _percent(proc) -> float:

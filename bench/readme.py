@@ -63,6 +63,14 @@ def rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
                         if s.get("consumed_per_s"))
         out.append([f"Ingest per service (records consumed/s while busy){_mode(doc)}", per,
                     "", "", "", ""])
+        if cpu := p.get("cpu"):
+            ms = cpu["ms_per_partner_event"]
+            parts = [f"{name} {_n(s['cpu_ms_per_partner_event'], 2)}"
+                     for name, s in (*p["services"].items(), *p.get("infrastructure", {}).items())]
+            out.append([f"CPU per partner event, every process (ms){_mode(doc)}",
+                        f"{_n(ms['total'], 2)} ms: {', '.join(parts)}; {_n(cpu['cores_busy'], 1)} of "
+                        f"{cpu['cores']} cores busy: at most {_n(cpu['events_per_s_at_full_use'])} events/s",
+                        "", "", "", ""])
     elif doc:
         out.append(["Ingest", "", "", "", "≥ 50 % of raw", _met(doc)])
     if (doc := results.get("memory")) and "error" not in doc:

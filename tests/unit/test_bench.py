@@ -4,12 +4,16 @@ profile summaries. No servers, no timing assertions."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from datetime import datetime, timezone
 
+import psutil
 import pytest
 
-from bench.common import describe, percentile, ratio, summarise, top_frames, write_result
-from bench.ingest import memory_result
+from bench.common import describe, percentile, ratio, summarise, top_frames, tree_cpu_seconds, write_result
+from bench.ingest import cpu_budget, memory_result
 from bench.readme import END, START, load_results, render, replace_between_markers, update_readme
 
 
@@ -30,6 +34,41 @@ def test_summarise_reports_milliseconds() -> None:
     summary = summarise([0.001, 0.002, 0.003, 0.004])
     assert summary == {"n": 4, "p50": 2.5, "p90": 3.7, "p99": 3.97, "max": 4.0, "mean": 2.5}
     assert summarise([])["p99"] is None
+
+
+def test_cpu_budget_sums_every_process_and_the_rate_the_cores_allow() -> None:
+    services = {"payments": {"cpu_seconds": 60.0, "cpu_ms_per_partner_event": 0.6},
+                "audit": {"cpu_seconds": 40.0, "cpu_ms_per_partner_event": 0.4}}
+    infrastructure = {"postgres": {"cpu_seconds": 90.0, "cpu_ms_per_partner_event": 0.9},
+                      "tansu": {"cpu_seconds": 10.0, "cpu_ms_per_partner_event": 0.1}}
+
+    budget = cpu_budget(services, infrastructure, seconds=100.0, cores=2)
+
+    assert budget["ms_per_partner_event"] == {"services": 1.0, "infrastructure": 1.0, "total": 2.0}
+    assert budget["cores_busy"] == 2.0  # 200 CPU seconds in 100 s
+    assert budget["events_per_s_at_full_use"] == 1000.0  # 2 cores / 2 ms
+
+
+def test_tree_cpu_counts_a_process_its_live_children_and_its_ended_ones(tmp_path) -> None:
+    ready = tmp_path / "ready"
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+    live = burn + f"open({str(ready)!r}, 'w').close()\ntime.sleep(60)\n"
+    parent = (burn + "import subprocess, sys\n"
+              f"subprocess.run([sys.executable, '-c', {burn!r}])\n"  # ended and reaped: in children_*
+              f"subprocess.Popen([sys.executable, '-c', {live!r}]).wait()\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), "the live child never finished its work"
+        assert tree_cpu_seconds(proc.pid) >= 0.9  # 0.3 s of CPU each: parent, ended child, live child
+        assert tree_cpu_seconds(None) == 0.0
+    finally:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        proc.wait(5)
 
 
 def test_ratio_is_none_without_both_numbers() -> None:
@@ -58,7 +97,11 @@ def _results(tmp_path, mode: str = "full") -> None:
         "events": 200000, "ratio": 0.25, "met": False, "gap": "pipeline at 25% of the raw limit",
         "bottleneck": "payments: Connection.wait 40%",
         "raw": {"events_per_s": 4000.0},
-        "pipeline": {"events_per_s": 1000.0, "services": {"payments": {"consumed_per_s": 1200.0}}},
+        "pipeline": {"events_per_s": 1000.0,
+                     "services": {"payments": {"consumed_per_s": 1200.0, "cpu_ms_per_partner_event": 0.7}},
+                     "infrastructure": {"postgres": {"cpu_ms_per_partner_event": 0.9}},
+                     "cpu": {"ms_per_partner_event": {"total": 1.6}, "cores": 2, "cores_busy": 1.6,
+                             "events_per_s_at_full_use": 1250.0}},
     }, quick=quick, machine=machine, results_dir=tmp_path, now=at)
     write_result("freshness", {
         "rate": 1000.0, "met": True, "ratio_p99": 2.0,
@@ -80,6 +123,8 @@ def test_render_shows_numbers_targets_and_gaps(tmp_path) -> None:
     assert "| 120 / 200 ms | 50 / 100 ms | 2.0\u00d7 raw p99 | p99 < 500 ms | yes |" in table
     assert "| Freshness at 200 events/s, below capacity (p50 / p99) | 80 / 150 ms |  |  | (no target) | " \
            "90 of 90 probes seen |" in table
+    assert "| CPU per partner event, every process (ms) | 1.60 ms: payments 0.70, postgres 0.90; " \
+           "1.6 of 2 cores busy: at most 1,250 events/s |" in table
     assert "not run: RuntimeError: audit API not up" in table
     assert "- **ingest**: payments: Connection.wait 40%" in table
     assert "(quick)" not in table
