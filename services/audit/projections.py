@@ -320,6 +320,8 @@ class Projection:
         self.pool = pool
         self.topic_prefix = topic_prefix
         self.fields = fields  # CIPHER_KEY set: IBANs (and raw rejected messages) stored sealed
+        self.statements = 0   # read-model statements run by batches that committed whole (the set path)
+        self.round_trips = 0  # and the round trips they took: one per run of the same statement, + the events
 
     def logical(self, topic: str) -> str:
         return topic.removeprefix(self.topic_prefix)
@@ -382,15 +384,19 @@ class Projection:
                 stored = await conn.fetch(_INSERT_EVENTS, *(list(column) for column in columns))
                 inserted = {row["event_id"] for row in stored}
                 new = [p for p in prepared if p.event.id in inserted]
+                statements, round_trips = 0, 1
                 for sql, run in itertools.groupby((s for p in new for s in p.statements), key=lambda s: s.sql):
                     args = [s.args for s in run]
                     if len(args) == 1:
                         await conn.execute(sql, *args[0])
                     else:
                         await conn.executemany(sql, args)
+                    statements, round_trips = statements + len(args), round_trips + 1
             except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as error:
                 raise _StatementFailed from error  # rolls the batch back
-            return new
+        self.statements += statements
+        self.round_trips += round_trips
+        return new
 
     async def _apply_each(self, prepared: list[_Prepared], failed: list[_Failed]) -> list[_Prepared]:
         new: list[_Prepared] = []

@@ -85,6 +85,7 @@ async def rebuild(settings: Settings, pool: asyncpg.Pool, *, services: Sequence[
         service_started = time.perf_counter()
         reader = await asyncio.to_thread(_Reader, service, settings)
         counts = {"notifications": 0, "published": 0, "applied": 0}
+        statements, round_trips = projection.statements, projection.round_trips
         try:
             position = 0
             pending = asyncio.create_task(asyncio.to_thread(reader.page, position, batch))
@@ -102,6 +103,8 @@ async def rebuild(settings: Settings, pool: asyncpg.Pool, *, services: Sequence[
         finally:
             await asyncio.to_thread(reader.close)
         counts["seconds"] = round(time.perf_counter() - service_started, 2)
+        counts["statements"] = projection.statements - statements  # read-model statements, beyond ledger_events
+        counts["round_trips"] = projection.round_trips - round_trips
         report.per_service[service] = counts
         report.notifications += counts["notifications"]
         report.published += counts["published"]

@@ -60,7 +60,11 @@ async def test_a_batch_applies_each_case_in_event_order_and_once(pool: asyncpg.P
 
     projection = Projection(pool)
     assert await projection.apply([*batch, batch[0], batch[5]]) == len(batch), "a copy in the batch applies once"
+    statements, round_trips = projection.statements, projection.round_trips
+    assert statements >= len(batch) and 1 < round_trips <= statements + 1  # ledger_events, then the runs
     assert await projection.apply(batch) == 0, "a redelivered batch changes nothing"
+    assert (projection.statements, projection.round_trips) == (statements, round_trips + 1), \
+        "a redelivered batch runs only its ledger_events insert"
 
     async with pool.acquire() as conn:
         refunds = await conn.fetch("SELECT refund_id, state, overdue, completed_at FROM audit.refunds ORDER BY 1")
