@@ -3,7 +3,8 @@ ingest benchmark just filled), events/s, compared with the live projection rate
 of the same events during ingest (target ≥ 20×).
 
 Raw limit, same run: reading and translating the same notification logs
-without projecting them (what a rebuild could do at best with this read path).
+without projecting them, in the same reader processes (what a rebuild could do at
+best with this read path).
 The rebuilt read model is checked against the live one, table by table.
 """
 
@@ -15,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from services.audit.rebuild import REPLAY_ORDER, _Reader, rebuild
+from services.audit.rebuild import REPLAY_ORDER, pages, reader_processes, reading, rebuild
 
 from bench.common import ROOT, Stack, describe, log, profile, ratio
 
@@ -23,22 +24,18 @@ TARGET_RATIO = 20.0
 TABLES = ("ledger_events", "payments", "refunds", "visas", "balances", "rejections")
 
 
-def read_only(settings, batch: int = 2000) -> dict[str, Any]:
+async def read_only(settings, batch: int = 2000) -> dict[str, Any]:
+    """The rebuild's own reading (same reader processes, pages read ahead) with nothing projected."""
+    readers = reader_processes()
     started = time.perf_counter()
     published = 0
-    for service in REPLAY_ORDER:
-        reader = _Reader(service, settings)
-        try:
-            position = 0
-            while True:
-                messages, position, n = reader.page(position, batch)
-                if not n:
-                    break
-                published += len(messages)
-        finally:
-            reader.close()
+    async with reading(readers) as readers_pool:
+        for service in REPLAY_ORDER:
+            async for page, _ in pages(service, settings, readers_pool, batch, 2 * readers):
+                published += len(page)
     seconds = time.perf_counter() - started
-    return {"events": published, "seconds": round(seconds, 2), "events_per_s": round(published / seconds, 1)}
+    return {"events": published, "seconds": round(seconds, 2), "events_per_s": round(published / seconds, 1),
+            "reader_processes": readers}
 
 
 async def _rebuild(settings, target_url: str) -> dict[str, Any]:
@@ -70,7 +67,7 @@ def bench(stack: Stack, quick: bool, ctx: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("rebuild needs the ingest benchmark's event stores (run it with ingest)")
     settings = stack.settings(ingest["prefix"], ingest["database_url"])
     log("rebuild: read-only pass over the event stores (raw limit)")
-    raw = read_only(settings)
+    raw = asyncio.run(read_only(settings))
     target_url = stack.database("bench_rebuild")
     log(f"rebuild: replaying {raw['events']} events into a new read model")
     profiles: dict[str, Any] = {}
