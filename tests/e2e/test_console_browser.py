@@ -55,6 +55,10 @@ ABSHER_REFUND = "AB-2026-4E"
 VISA_REFUND_SERIAL = "1"
 SADAD_BILL = "7700120026110300"
 CANCEL_REQUESTED, CANCEL_ACCEPTED, REFUNDED = riyadh(4, 9, 15), riyadh(4, 10, 30), riyadh(5, 11, 45)
+#: The browser's clock while the agent works: the day after the seeded refund completed. The console
+#: draws its charts over windows ending "now" (the last 30 days by default), and the seeded cases have
+#: fixed dates; the real date would move them out of the window as the calendar turns.
+VIEWED_AT = REFUNDED + timedelta(days=1)
 
 
 def free_port() -> int:
@@ -184,6 +188,7 @@ async def test_an_agent_finds_a_visa_case_reads_it_in_both_languages_and_jawazat
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 1600}, locale="ar-SA")
+            await page.clock.set_fixed_time(VIEWED_AT)
             await sign_in(page, base, "auditor", "mof:a.alghamdi")
             assert await page.evaluate("[document.documentElement.lang, document.documentElement.dir]") == ["ar", "rtl"]
 
