@@ -19,8 +19,8 @@ from services.cli.processes import ServiceProcess
 from services.cli.sinks import MailSink, SmsGateway
 from services.kit import logs
 from services.kit.auth import issue_token
-from services.kit.embedded import EmbeddedKafka, EmbeddedPostgres
-from services.kit.settings import Settings
+from services.kit.embedded import EmbeddedKafka, EmbeddedPostgres, port_is_free
+from services.kit.settings import Settings, SettingsError
 
 log = logging.getLogger("refund-ledger.up")
 
@@ -144,13 +144,9 @@ class LocalStack:
             "BANK_SIGNING_KEYS_FILE": str(self.keys_file or ""),
             **self.channel_env,
         }
-        for name, offset in WEB_PORT_OFFSETS.items():
+        for name, host, port in service_ports(settings):
             self.children.append(ServiceProcess(name, {**env, "DATA_DIR": str(self.run_dir / name)},
-                                                settings.web_port + offset, self.run_dir / f"{name}.log",
-                                                settings.web_host))
-        self.children.append(ServiceProcess("audit", {**env, "DATA_DIR": str(self.run_dir / "audit")},
-                                            settings.audit_api_port, self.run_dir / "audit.log",
-                                            settings.audit_api_host))
+                                                port, self.run_dir / f"{name}.log", host))
         for child in self.children:
             child.start()
 
@@ -177,6 +173,24 @@ class LocalStack:
             self.postgres.stop()
 
 
+def service_ports(settings: Settings) -> list[tuple[str, str, int]]:
+    """(service, host, port) of each service under ``up``: metrics/health on
+    WEB_PORT + offset, the audit API and console on AUDIT_API_PORT."""
+    ports = [(name, settings.web_host, settings.web_port + offset) for name, offset in WEB_PORT_OFFSETS.items()]
+    return [*ports, ("audit", settings.audit_api_host, settings.audit_api_port)]
+
+
+def check_ports_free(settings: Settings) -> None:
+    """Refuse to start, before anything is started, when a service's port is taken
+    (otherwise that one service dies seconds later with 'address already in use')."""
+    taken = [f"{host}:{port} ({name})" for name, host, port in service_ports(settings)
+             if not port_is_free(host, port, reuse_address=True)]
+    if taken:
+        raise SettingsError(f"port in use: {', '.join(taken)}; free it or choose others with WEB_PORT "
+                            f"(services use WEB_PORT to WEB_PORT+{len(WEB_PORT_OFFSETS) - 1}) "
+                            "and AUDIT_API_PORT")
+
+
 def up(settings: Settings, demo: bool = True, demo_rate: float = 5.0) -> int:
     """The whole stack on this machine; Ctrl-C / SIGTERM stops everything it started.
 
@@ -185,6 +199,7 @@ def up(settings: Settings, demo: bool = True, demo_rate: float = 5.0) -> int:
     last (a service never loses its broker mid-shutdown).
     """
     logs.configure(settings.log_level, "up")
+    check_ports_free(settings)
     started = time.monotonic()
     stop = threading.Event()
 

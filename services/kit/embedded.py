@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,11 +34,50 @@ class EmbeddedStartError(RuntimeError):
     """Raised when an embedded server does not come up in time."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that was free a moment ago."""
+#: Lowest port ``free_port`` hands out; ports below it are left to well-known services.
+FREE_PORT_FLOOR = 20000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 on Linux by default)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    return 32768
+
+
+def port_is_free(host: str, port: int, reuse_address: bool = False) -> bool:
+    """Return True when a server could bind ``host:port`` now. ``reuse_address``
+    binds the way servers do (SO_REUSEADDR: a port left in TIME_WAIT counts as free)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1", span: int = 1) -> int:
+    """Return a TCP port on ``host`` that was free a moment ago, and with it the
+    ``span - 1`` ports after it (``up`` gives each service WEB_PORT + offset).
+
+    The port comes from below the kernel's ephemeral range, not from
+    ``bind(0)``: the kernel hands ephemeral ports to every outgoing connection,
+    so between choosing one and the server binding it any client connection
+    (a Kafka or PostgreSQL client starting up nearby) can take it. Ports below
+    the range are only ever taken by an explicit bind.
+    """
+    high = _ephemeral_low() - span
+    if high <= FREE_PORT_FLOOR:
+        raise EmbeddedStartError(f"no room below the ephemeral range for {span} ports")
+    chooser = random.SystemRandom()
+    for _ in range(200):
+        base = chooser.randrange(FREE_PORT_FLOOR, high)
+        if all(port_is_free(host, base + step) for step in range(span)):
+            return base
+    raise EmbeddedStartError(f"found no {span} free consecutive ports on {host}")
 
 
 def port_is_open(host: str, port: int) -> bool:

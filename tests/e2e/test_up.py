@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from services.cli.processes import ServiceProcess
+from services.cli.stack import WEB_PORT_OFFSETS
 from services.kit.embedded import free_port
 from tests.conftest import TEST_SECRET
 from tests.e2e.harness import produce, wait_for
@@ -49,7 +50,8 @@ def descendants(pid: int) -> set[int]:
 
 
 def test_up_serves_a_payment_from_any_kafka_client_and_ctrl_c_stops_everything():
-    kafka_port, web_port, api_port = free_port(), free_port(), free_port()
+    # up serves each service's metrics on WEB_PORT + its offset: all of them must be free
+    kafka_port, web_port, api_port = free_port(), free_port(span=len(WEB_PORT_OFFSETS)), free_port()
     log_dir = Path(tempfile.mkdtemp(prefix="up-test-"))
     env = {key: value for key, value in os.environ.items()
            if key not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "TOPIC_PREFIX"}}
