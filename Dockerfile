@@ -31,7 +31,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     SCHEMAS_DIR=/opt/refund-ledger/schemas \
-    DATA_DIR=/var/lib/refund-ledger
+    DATA_DIR=/var/lib/refund-ledger \
+    MALLOC_MMAP_THRESHOLD_=131072 \
+    MALLOC_TRIM_THRESHOLD_=262144
 RUN groupadd --system --gid 10001 refund-ledger \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
       --home-dir /var/lib/refund-ledger --shell /usr/sbin/nologin refund-ledger \

@@ -35,7 +35,7 @@ import yaml
 from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 
 from services.audit.projections import FOLLOWED_TOPICS
-from services.cli.processes import SERVICES
+from services.cli.processes import MALLOC_TUNING, SERVICES
 from services.kit.runtime import create_faust_app
 from services.kit.settings import Settings
 from services.kit.topics import ALL_TOPICS
@@ -337,6 +337,8 @@ def test_the_dockerfile_builds_that_image_pinned_and_non_root():
     assert re.search(r"^USER 10001(:10001)?$", runtime, re.M), "the image runs as UID 10001 (the pods' runAsUser)"
     assert re.search(r'^ENTRYPOINT \["refund-ledger"\]$', runtime, re.M)
     assert "pip install ." in text and "/opt/venv" in text
+    for key, value in MALLOC_TUNING.items():  # the pods run with the malloc settings `up` gives its children
+        assert re.search(rf"^\s+{key}={value}\b", runtime, re.M), f"{key}={value} in the runtime stage's ENV"
     ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")]
     assert ignored[0] == "*" and {"!services/", "!schemas/", "!pyproject.toml"} <= set(ignored)
