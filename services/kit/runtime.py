@@ -32,6 +32,7 @@ from services.kit.envelope import RawMessage, SchemaRegistry, TimeBounds, resolv
 from services.kit.executor import BlockingExecutor
 from services.kit.ingress import BatchOutcome, Handler, Ingress, TimerHandler
 from services.kit.kafka import Publisher, client_options, ensure_topics
+from services.kit.memory import release_free_memory
 from services.kit.outbox import OutboxRelay, Translate
 from services.kit.settings import Settings
 from services.kit.store import LedgerApplication
@@ -58,7 +59,7 @@ def create_faust_app(service: str, settings: Settings) -> faust.App:
     """The Faust app factory: every broker and web setting comes from ``settings``."""
     settings.require("kafka_bootstrap_servers")
     datadir = settings.data_dir or tempfile.mkdtemp(prefix=f"refund-ledger-{service}-")
-    return faust.App(
+    app = faust.App(
         f"{settings.topic_prefix}refund-ledger-{service}",
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=broker_credentials(settings),
@@ -79,6 +80,11 @@ def create_faust_app(service: str, settings: Settings) -> faust.App:
         web_host=settings.web_host,
         web_port=settings.web_port,
     )
+    if settings.malloc_trim_interval > 0:
+        @app.timer(interval=settings.malloc_trim_interval)
+        async def release_freed_memory() -> None:  # off the loop: a trim takes milliseconds on a large heap
+            await asyncio.get_running_loop().run_in_executor(None, release_free_memory)
+    return app
 
 
 def record_lag(app: faust.App, messages: Sequence[RawMessage]) -> None:

@@ -110,6 +110,7 @@ class Settings:
     progress_stall_after: float = 120.0      # PROGRESS_STALL_AFTER s with records waiting and none applied: not alive
     event_time_earliest: str = "2000-01-01T00:00:00+00:00"  # EVENT_TIME_EARLIEST: older inbound times are refused
     aggregate_cache: int = 10000             # AGGREGATE_CACHE_MAXSIZE
+    malloc_trim_interval: float = 10.0       # MALLOC_TRIM_INTERVAL s between giving freed heap back; 0 = never
     # Web: each service serves /metrics, /healthz, /readyz.
     web_host: str = "127.0.0.1"              # WEB_HOST
     web_port: int = 6066                     # WEB_PORT
@@ -168,6 +169,7 @@ class Settings:
             progress_stall_after=_number(env, "PROGRESS_STALL_AFTER", 120.0),
             event_time_earliest=env.get("EVENT_TIME_EARLIEST", "") or "2000-01-01T00:00:00+00:00",
             aggregate_cache=_number(env, "AGGREGATE_CACHE_MAXSIZE", 10000, int),
+            malloc_trim_interval=_number(env, "MALLOC_TRIM_INTERVAL", 10.0),
             web_host=env.get("WEB_HOST", "127.0.0.1"),
             web_port=_number(env, "WEB_PORT", 6066, int),
             audit_api_host=env.get("AUDIT_API_HOST", "127.0.0.1"),
