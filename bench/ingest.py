@@ -271,6 +271,20 @@ def _percent(proc) -> float:
         return 0.0
 
 
+def rss_curve(marks: list[tuple[float, dict[str, int]]], n: int,
+              final: dict[str, int]) -> dict[str, list[float | None]]:
+    """RSS (MB) of each service at 10 %, 20 %, ... 90 % of the events processed and at the end:
+    a curve that flattens is a cache filling; one that keeps rising is a leak."""
+    curves: dict[str, list[float | None]] = {}
+    for name, end in final.items():
+        points: list[float | None] = []
+        for tenth in range(1, 10):
+            value = next((rss[name] for progress, rss in marks if progress >= tenth * n / 10 and name in rss), None)
+            points.append(round(value / 2**20, 1) if value else None)
+        curves[name] = [*points, round(end / 2**20, 1)]
+    return curves
+
+
 def memory_result(marks: list[tuple[float, dict[str, int]]], n: int, final: dict[str, int]) -> dict[str, Any]:
     """RSS per service at 10 % of the run (100k of 1M) and at its end; flat means within ±10 %."""
     at_tenth = next((rss for progress, rss in marks if progress >= 0.1 * n and rss), None)
@@ -286,7 +300,9 @@ def memory_result(marks: list[tuple[float, dict[str, int]]], n: int, final: dict
                           "rss_mb_at_end": round(end / 2**20, 1),
                           "rss_mb_peak": round(max(peak.get(name, 0), end) / 2**20, 1),
                           "growth": growth, "flat": growth is not None and abs(growth) <= MEMORY_TOLERANCE}
-    flat = bool(services) and all(s["flat"] for s in services.values())
+    for name, curve in rss_curve(marks, n, final).items():
+        services.setdefault(name, {})["rss_mb_by_tenth"] = curve
+    flat = bool(services) and all(s.get("flat") for s in services.values())
     gap = memory_gap(services)
     return {**({"gap": gap} if gap else {}),"what": f"RSS of each service sampled across the {n}-event ingest run; "
                     f"from {n // 10} events processed to the end",

@@ -188,6 +188,8 @@ def test_memory_is_flat_within_ten_percent() -> None:
              (500, {"payments": 104 * mb, "audit": 260 * mb})]
     result = memory_result(marks, 1000, {"payments": 108 * mb, "audit": 250 * mb})
     assert result["services"]["payments"] == {"rss_mb_at_10pct": 100.0, "rss_mb_at_end": 108.0, "rss_mb_peak": 108.0,
-                                              "growth": 0.08, "flat": True}
+                                              "growth": 0.08, "flat": True,
+                                              "rss_mb_by_tenth": [100.0, 104.0, 104.0, 104.0, 104.0,
+                                                                  None, None, None, None, 108.0]}
     assert result["services"]["audit"]["growth"] == 0.25 and result["services"]["audit"]["flat"] is False
     assert result["met"] is False
