@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="each benchmark in under a minute")
     parser.add_argument("--only", nargs="*", choices=ORDER, help="run only these (rebuild and memory need ingest)")
     parser.add_argument("--ingest-events", type=int, default=None,
-                        help="events in the ingest (and memory) run; default 8,000 quick, 200,000 full")
+                        help="events in the ingest (and memory) run; default 8,000 quick, 200,000 full; "
+                             "another size writes <name>-<N>-events.json, not the files the README table shows")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README table")
     args = parser.parse_args(argv)
     wanted = list(args.only or ORDER)
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted.insert(0, "ingest")
     machine = machine_facts()
     ctx: dict[str, Any] = {"ingest_events": args.ingest_events}
+    variant = f"{args.ingest_events}-events" if args.ingest_events else ""
     failures = 0
     stack = Stack().start()
     log(f"stack up: kafka {stack.bootstrap}, postgres {stack.postgres.url}, logs {stack.run_dir}")
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 result = {"error": f"{type(error).__name__}: {error}"[:2000], "met": False}
             result["wall_seconds"] = round(time.monotonic() - started, 1)
-            path = write_result(name, result, quick=args.quick, machine=machine)
+            path = write_result(name, result, quick=args.quick, machine=machine, variant=variant)
             log(f"{name}: done in {result['wall_seconds']} s -> {path}")
     finally:
         stack.stop()

@@ -101,10 +101,11 @@ def machine_facts() -> dict[str, Any]:
 
 
 def write_result(name: str, result: dict[str, Any], *, quick: bool, machine: dict[str, Any],
-                 results_dir: Path = RESULTS_DIR, now: datetime | None = None) -> Path:
-    """Write ``<results_dir>/<name>[-quick].json`` with the date, mode and machine facts."""
+                 results_dir: Path = RESULTS_DIR, now: datetime | None = None, variant: str = "") -> Path:
+    """Write ``<results_dir>/<name>[-<variant>][-quick].json`` with the date, mode and machine facts.
+    A variant (a run of another size) never replaces the standard result the README table shows."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{name}{'-quick' if quick else ''}.json"
+    path = results_dir / f"{name}{f'-{variant}' if variant else ''}{'-quick' if quick else ''}.json"
     document = {"benchmark": name, "mode": "quick" if quick else "full",
                 "date": (now or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
                 "machine": machine, **result}

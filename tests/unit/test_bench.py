@@ -83,6 +83,9 @@ def test_write_result_records_date_mode_and_machine(tmp_path) -> None:
     quick = write_result("ingest", {"met": False}, quick=True, machine=machine, results_dir=tmp_path, now=at)
     full = write_result("ingest", {"met": True}, quick=False, machine=machine, results_dir=tmp_path, now=at)
     assert quick.name == "ingest-quick.json" and full.name == "ingest.json"
+    sized = write_result("memory", {"met": True}, quick=False, machine=machine, results_dir=tmp_path, now=at,
+                         variant="1000000-events")
+    assert sized.name == "memory-1000000-events.json" and json.loads(full.read_text())["met"] is True
     document = json.loads(full.read_text())
     assert document["mode"] == "full" and document["date"] == "2026-11-25T12:00:00+00:00"
     assert document["machine"]["cores"] == 2 and document["met"] is True
