@@ -36,7 +36,7 @@ test-unit: $(STAMP) promtool
 test-integration: $(STAMP) browser
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration tests/e2e
 
-bench: $(STAMP)  ## the full benchmarks (tens of minutes): bench/results/*.json and the README's Performance table
+bench: $(STAMP)  ## the full benchmarks (10-25 minutes here): bench/results/*.json and the README's Performance table
 	$(BIN)/python -m bench
 
 bench-quick: $(STAMP)  ## every benchmark in under a minute (bench/results/*-quick.json)

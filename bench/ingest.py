@@ -313,4 +313,4 @@ def memory_result(marks: list[tuple[float, dict[str, int]]], n: int, final: dict
 def memory_gap(services: dict[str, dict[str, Any]]) -> str:
     """The services whose RSS moved more than the tolerance, and by how much."""
     moved = [f"{name} {s['growth']:+.0%}" for name, s in services.items() if not s["flat"] and s["growth"] is not None]
-    return f"RSS grew from 10 % of the run to its end: {', '.join(moved)}" if moved else ""
+    return f"RSS moved more than ±10 % from 10 % of the run to its end: {', '.join(moved)}" if moved else ""

@@ -195,4 +195,5 @@ def test_memory_is_flat_within_ten_percent() -> None:
                                               "rss_mb_by_tenth": [100.0, 104.0, 104.0, 104.0, 104.0,
                                                                   None, None, None, None, 108.0]}
     assert result["services"]["audit"]["growth"] == 0.25 and result["services"]["audit"]["flat"] is False
+    assert result["gap"] == "RSS moved more than ±10 % from 10 % of the run to its end: audit +25%"
     assert result["met"] is False
