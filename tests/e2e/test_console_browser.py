@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import uvicorn
 from services.audit.app import build_api
 from services.audit.projections import Projection, create_schema
 from services.kit.auth import issue_token
+from services.kit.embedded import free_port
 from services.kit.envelope import RawMessage, SchemaRegistry, resolve_schemas_dir
 from services.kit.ingress import Ingress
 from services.kit.outbox import OutboxRelay
@@ -59,12 +59,6 @@ CANCEL_REQUESTED, CANCEL_ACCEPTED, REFUNDED = riyadh(4, 9, 15), riyadh(4, 10, 30
 #: draws its charts over windows ending "now" (the last 30 days by default), and the seeded cases have
 #: fixed dates; the real date would move them out of the window as the calendar turns.
 VIEWED_AT = REFUNDED + timedelta(days=1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RefundsSide:

@@ -9,7 +9,6 @@ lives) over a real PostgreSQL read model loaded from ledger events.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 
@@ -31,6 +30,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 )
 
 from services.kit.auth import issue_token  # noqa: E402
+from services.kit.embedded import free_port  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +38,6 @@ pytestmark = pytest.mark.integration
 # are accepted, 422 otherwise), so a schema-valid random cursor is rightly refused.
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES = 15  # per operation: bounded, the suite's time budget
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def seed(pool: asyncpg.Pool) -> None:
