@@ -292,6 +292,7 @@ def memory_result(marks: list[tuple[float, dict[str, int]]], n: int, final: dict
     for _, rss in marks:
         for name, value in rss.items():
             peak[name] = max(peak.get(name, 0), value)
+    curves = rss_curve(marks, n, final)
     services = {}
     for name, end in final.items():
         early = (at_tenth or {}).get(name)
@@ -299,10 +300,9 @@ def memory_result(marks: list[tuple[float, dict[str, int]]], n: int, final: dict
         services[name] = {"rss_mb_at_10pct": round(early / 2**20, 1) if early else None,
                           "rss_mb_at_end": round(end / 2**20, 1),
                           "rss_mb_peak": round(max(peak.get(name, 0), end) / 2**20, 1),
-                          "growth": growth, "flat": growth is not None and abs(growth) <= MEMORY_TOLERANCE}
-    for name, curve in rss_curve(marks, n, final).items():
-        services.setdefault(name, {})["rss_mb_by_tenth"] = curve
-    flat = bool(services) and all(s.get("flat") for s in services.values())
+                          "growth": growth, "flat": growth is not None and abs(growth) <= MEMORY_TOLERANCE,
+                          "rss_mb_by_tenth": curves[name]}
+    flat = bool(services) and all(s["flat"] for s in services.values())
     gap = memory_gap(services)
     return {**({"gap": gap} if gap else {}),"what": f"RSS of each service sampled across the {n}-event ingest run; "
                     f"from {n // 10} events processed to the end",
