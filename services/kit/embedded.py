@@ -19,6 +19,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -59,9 +60,35 @@ def port_is_free(host: str, port: int, reuse_address: bool = False) -> bool:
     return True
 
 
+class _PortCursor:
+    """Where ``free_port`` looks next in this process: a random start (so two
+    processes rarely look in the same place), then onwards, so a port handed out
+    and not yet bound by its server is never handed out again."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.next: int | None = None
+
+    def take(self, host: str, span: int, low: int, high: int) -> int | None:
+        """The first base after the cursor whose ``span`` ports in [low, high) all bind, wrapping around."""
+        with self.lock:
+            if self.next is None or not low <= self.next < high:
+                self.next = random.SystemRandom().randrange(low, high)
+            for _ in range(high - low):
+                base = self.next if self.next + span <= high else low
+                self.next = base + span
+                if all(port_is_free(host, base + step) for step in range(span)):
+                    return base
+        return None
+
+
+_PORTS = _PortCursor()
+
+
 def free_port(host: str = "127.0.0.1", span: int = 1) -> int:
     """Return a TCP port on ``host`` that was free a moment ago, and with it the
     ``span - 1`` ports after it (``up`` gives each service WEB_PORT + offset).
+    Within a process no port is handed out twice.
 
     The port comes from below the kernel's ephemeral range, not from
     ``bind(0)``: the kernel hands ephemeral ports to every outgoing connection,
@@ -69,15 +96,13 @@ def free_port(host: str = "127.0.0.1", span: int = 1) -> int:
     (a Kafka or PostgreSQL client starting up nearby) can take it. Ports below
     the range are only ever taken by an explicit bind.
     """
-    high = _ephemeral_low() - span
-    if high <= FREE_PORT_FLOOR:
+    high = _ephemeral_low()
+    if high - FREE_PORT_FLOOR <= span:
         raise EmbeddedStartError(f"no room below the ephemeral range for {span} ports")
-    chooser = random.SystemRandom()
-    for _ in range(200):
-        base = chooser.randrange(FREE_PORT_FLOOR, high)
-        if all(port_is_free(host, base + step) for step in range(span)):
-            return base
-    raise EmbeddedStartError(f"found no {span} free consecutive ports on {host}")
+    base = _PORTS.take(host, span, FREE_PORT_FLOOR, high)
+    if base is None:
+        raise EmbeddedStartError(f"found no {span} free consecutive ports on {host}")
+    return base
 
 
 def port_is_open(host: str, port: int) -> bool:

@@ -63,3 +63,12 @@ def test_up_names_every_taken_port_before_it_starts_anything():
     message = str(raised.value)
     assert f"{HOST}:{notifier_port} (notifier)" in message and f"{HOST}:{api} (audit)" in message
     assert f"{HOST}:{web} (payments)" not in message and "WEB_PORT" in message
+
+
+def test_a_port_handed_out_is_not_handed_out_again_before_it_is_bound():
+    # A CI run lost refunds to 'address already in use': payments had been given the same port,
+    # picked at random and not yet bound. Nothing here binds, so only free_port's memory keeps them apart.
+    singles = [free_port(HOST) for _ in range(300)]
+    spans = [free_port(HOST, span=len(WEB_PORT_OFFSETS)) for _ in range(100)]
+    taken = singles + [base + step for base in spans for step in range(len(WEB_PORT_OFFSETS))]
+    assert len(set(taken)) == len(taken)
